@@ -1,0 +1,36 @@
+"""The one exception tree of the agent, branched by cause."""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+
+class AgentError(Exception):
+    """Root of every error this agent raises."""
+
+
+class SettingsError(AgentError, ValueError):
+    """The settings file is missing, unreadable or holds a bad value."""
+
+
+class JobError(AgentError):
+    """A job ends in a terminal status with a reason."""
+
+    def __init__(
+        self,
+        reason: str,
+        code: Optional[str] = None,
+        details: Optional[Mapping[str, str]] = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+        self.details = dict(details) if details else {}
+
+
+class JobRejected(JobError):
+    """The job document is refused: reported REJECTED, never retried."""
+
+
+class JobFailed(JobError):
+    """The job was tried and did not succeed: reported FAILED."""
