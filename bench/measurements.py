@@ -1,0 +1,34 @@
+"""Every measurement the harness knows, in the order the table shows them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, List
+
+from bench.baselines import bare_round_trip
+from bench.context import BenchContext
+from bench.report import Row
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A named measurement: ``run(ctx)`` returns its rows; ``heavy`` ones run only with --heavy."""
+
+    name: str
+    description: str
+    run: Callable[[BenchContext], List[Row]]
+    heavy: bool = False
+
+
+def _round_trip_rows(ctx: BenchContext) -> List[Row]:
+    latency = bare_round_trip(ctx)
+    return [
+        Row("bare SDK round trip p50 (the baseline)", latency.p50_ms, "ms"),
+        Row("bare SDK round trip p99 (the baseline)", latency.p99_ms, "ms"),
+    ]
+
+
+MEASUREMENTS: List[Measurement] = [
+    Measurement("round_trip", "bare SDK publish-to-own-subscription round trip",
+                _round_trip_rows),
+]

@@ -1,0 +1,150 @@
+"""What the operating system says a process costs: CPU time, resident memory, open files.
+
+Every figure comes from ``/proc`` (the kernel's own accounting), never from the process's
+own idea of itself. All functions raise ``ProcessLookupError`` once the process is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+CLOCK_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as stream:
+            return stream.read()
+    except FileNotFoundError:
+        raise ProcessLookupError(path) from None
+
+
+def _stat_fields(pid: int) -> List[str]:
+    """Fields of /proc/PID/stat after the command name (which may hold spaces)."""
+    text = _read(f"/proc/{pid}/stat")
+    return text[text.rindex(")") + 2 :].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far (utime + stime)."""
+    fields = _stat_fields(pid)
+    # fields[0] is field 3 (state) of proc(5): utime is field 14, stime field 15.
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_SECOND
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size (VmRSS) in MiB."""
+    for line in _read(f"/proc/{pid}/status").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise ProcessLookupError(f"/proc/{pid}/status has no VmRSS (a zombie?)")
+
+
+def fd_count(pid: int) -> int:
+    """How many file descriptors the process holds open."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except FileNotFoundError:
+        raise ProcessLookupError(pid) from None
+
+
+def thread_count(pid: int) -> int:
+    """How many threads the process has."""
+    return int(_stat_fields(pid)[17])
+
+
+def children(pid: int) -> List[int]:
+    """Every live descendant of ``pid`` (children, grandchildren, ...)."""
+    parents = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                parents[int(name)] = int(_stat_fields(int(name))[1])
+            except (ProcessLookupError, IndexError, ValueError):
+                continue
+    found: List[int] = []
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        kids = [child for child, ppid in parents.items() if ppid == parent]
+        found.extend(kids)
+        frontier.extend(kids)
+    return found
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of the process and all its descendants, in MiB."""
+    total = rss_mib(pid)
+    for child in children(pid):
+        try:
+            total += rss_mib(child)
+        except ProcessLookupError:
+            continue
+    return total
+
+
+@dataclass
+class CpuWindow:
+    """CPU used by one process over a wall-clock window."""
+
+    cpu_seconds: float
+    wall_seconds: float
+
+    @property
+    def percent(self) -> float:
+        """CPU use as a percentage of one core."""
+        return 100.0 * self.cpu_seconds / self.wall_seconds
+
+
+def measure_cpu(pids: List[int], seconds: float) -> List[CpuWindow]:
+    """CPU each process uses over the same ``seconds`` of wall time (measured together)."""
+    start_wall = time.monotonic()
+    start = [cpu_seconds(pid) for pid in pids]
+    time.sleep(seconds)
+    end = [cpu_seconds(pid) for pid in pids]
+    wall = time.monotonic() - start_wall
+    return [CpuWindow(after - before, wall) for before, after in zip(start, end)]
+
+
+@dataclass
+class RssSampler:
+    """Samples a process's resident memory on a background thread until stopped.
+
+    ``with RssSampler(pid) as sampler: ...`` then ``sampler.peak_mib``, ``sampler.peak_tree_mib``
+    (the process plus its children, e.g. an apt worker) and ``sampler.samples``.
+    """
+
+    pid: int
+    interval: float = 0.02
+    samples: List[float] = field(default_factory=list)
+    peak_tree_mib: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: Optional[threading.Thread] = None
+
+    @property
+    def peak_mib(self) -> float:
+        """Highest resident memory of the process itself seen while sampling."""
+        return max(self.samples) if self.samples else 0.0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append(rss_mib(self.pid))
+                self.peak_tree_mib = max(self.peak_tree_mib, tree_rss_mib(self.pid))
+            except ProcessLookupError:
+                return
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
