@@ -1,0 +1,767 @@
+"""The control plane of the local Jobs service: AWS IoT's REST API for jobs, over HTTP.
+
+boto3's ``iot`` client (``endpoint_url=``) and the AWS CLI (``--endpoint-url``) talk to it
+unchanged. Routes, request fields and response shapes follow botocore's model of the service
+(``botocore/data/iot/2015-05-28/service-2.json``, protocol ``rest-json``): path and query
+parameters, a JSON body, timestamps as epoch seconds, and errors as the ``x-amzn-ErrorType``
+header plus a JSON ``{"message": ...}`` body. Any SigV4 signature is accepted: it is local.
+
+Every operation is a call on a ``JobsService`` (``model.py``); this module only converts HTTP
+to those calls and their results back to the AWS shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import urllib.parse
+import urllib.request
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from time import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+
+from local_jobs.model import (
+    DEFAULT_REGION,
+    JOB_ID_PATTERN,
+    MAX_IN_PROGRESS_TIMEOUT_MINUTES,
+    MAX_JOB_DOCUMENT_CHARS,
+    THING_NAME_PATTERN,
+    ExecutionStatus,
+    InvalidRequestError,
+    Job,
+    JobExecution,
+    JobsService,
+    RetryCriterion,
+    RetryFailureType,
+    ServiceError,
+    job_arn,
+    thing_arn,
+)
+
+log = logging.getLogger(__name__)
+
+# botocore's JobDocumentSource, JobDescription, Comment, ReasonCode and RetryCriteriaList limits.
+MAX_DOCUMENT_SOURCE_CHARS = 1350
+MAX_DESCRIPTION_CHARS = 2028
+MAX_COMMENT_CHARS = 2028
+REASON_CODE_PATTERN = re.compile(r"[A-Z0-9_]{1,128}")
+MAX_RETRY_CRITERIA = 2
+MAX_RETRIES = 10
+# ``arn:aws:iot:REGION:ACCOUNT:thing/NAME``; any region and account are accepted.
+THING_ARN_PATTERN = re.compile(r"arn:aws[a-z-]*:iot:[a-z0-9-]+:[0-9]{12}:thing/(?P<name>.+)")
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+# CreateJob fields with no local meaning. Refused rather than ignored, so that nobody believes
+# a rollout, abort or schedule is being honoured when it is not.
+_UNSUPPORTED_CREATE_FIELDS = (
+    "presignedUrlConfig",
+    "jobExecutionsRolloutConfig",
+    "abortConfig",
+    "namespaceId",
+    "jobTemplateArn",
+    "documentParameters",
+    "schedulingConfig",
+    "destinationPackageVersions",
+)
+
+Body = Dict[str, Any]
+Query = Dict[str, str]
+Response = Optional[Dict[str, Any]]
+
+
+class UnknownOperationError(ServiceError, LookupError):
+    """The method and path name no operation the local control plane serves."""
+
+    http_status = 404
+    aws_type = "UnknownOperationException"
+
+
+class ControlPlaneServer(ThreadingHTTPServer):
+    """The HTTP server ``serve`` returns; ``shutdown()`` stops it and closes its socket."""
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: Tuple[str, int],
+        service: JobsService,
+        *,
+        documents_dir: Optional[Path],
+        region: str,
+    ) -> None:
+        super().__init__(address, _RequestHandler)
+        self.service = service
+        self.documents_dir = documents_dir
+        self.region = region
+        # DescribeJob echoes the documentSource a job was made from; JobsService keeps no
+        # such field, so it lives here (and is forgotten when the control plane restarts).
+        self._document_sources: Dict[str, str] = {}
+        self._document_sources_lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+
+    @property
+    def url(self) -> str:
+        """The endpoint URL to hand to boto3 (``endpoint_url``) or the CLI (``--endpoint-url``)."""
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> None:
+        """Serve requests in a daemon thread."""
+        # A short poll interval keeps shutdown() quick; an idle wake-up costs nothing to speak of.
+        self._thread = threading.Thread(
+            target=self.serve_forever, args=(0.05,), name="control-plane", daemon=True
+        )
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        """Stop serving, close the listening socket and join the serving thread."""
+        super().shutdown()
+        self.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def remember_document_source(self, job_id: str, source: Optional[str]) -> None:
+        with self._document_sources_lock:
+            if source is None:
+                self._document_sources.pop(job_id, None)
+            else:
+                self._document_sources[job_id] = source
+
+    def document_source(self, job_id: str) -> Optional[str]:
+        with self._document_sources_lock:
+            return self._document_sources.get(job_id)
+
+
+def serve(
+    service: JobsService,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    documents_dir: Union[str, os.PathLike[str], None] = None,
+    region: str = DEFAULT_REGION,
+) -> ControlPlaneServer:
+    """Start the control plane on ``host:port`` (0 = a free port) in a daemon thread.
+
+    ``documents_dir`` is where a relative CreateJob ``documentSource`` is looked up. The
+    returned server has ``.server_address``, ``.url`` and ``.shutdown()``. Raises OSError
+    when the address cannot be bound.
+    """
+    server = ControlPlaneServer(
+        (host, port),
+        service,
+        documents_dir=Path(documents_dir).resolve() if documents_dir is not None else None,
+        region=region,
+    )
+    server.start()
+    log.info("control plane listening on %s", server.url)
+    return server
+
+
+# --------------------------------------------------------------------------- request checks
+
+
+def _invalid(message: str) -> InvalidRequestError:
+    return InvalidRequestError(message)
+
+
+def _job_id(value: str) -> str:
+    if not JOB_ID_PATTERN.fullmatch(value):
+        raise _invalid(
+            f"jobId {value!r} is invalid: use 1 to 64 characters from a-z, A-Z, 0-9, _ and -"
+        )
+    return value
+
+
+def _thing_name(value: str) -> str:
+    if not THING_NAME_PATTERN.fullmatch(value):
+        raise _invalid(
+            f"thingName {value!r} is invalid: use 1 to 128 characters "
+            f"from a-z, A-Z, 0-9, :, _ and -"
+        )
+    return value
+
+
+def _field(body: Body, name: str, kind: type, kind_name: str, *, where: str = "") -> Any:
+    """``body[name]`` if present and of ``kind`` (bool is not an int here), else None."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise _invalid(f"{where}{name} must be {kind_name}, got {json.dumps(value)[:80]}")
+    return value
+
+
+def _text(body: Body, name: str, limit: int) -> Optional[str]:
+    value = _field(body, name, str, "a string")
+    if value is None:
+        return None
+    if not value or len(value) > limit or _CONTROL_CHARACTERS.search(value):
+        raise _invalid(f"{name} must be 1 to {limit} characters without control characters")
+    return value
+
+
+def _flag(query: Query, name: str) -> bool:
+    value = query.get(name, "false").lower()
+    if value not in ("true", "false"):
+        raise _invalid(f"{name} must be true or false, got {query[name]!r}")
+    return value == "true"
+
+
+def _status_filter(query: Query) -> Optional[ExecutionStatus]:
+    value = query.get("status")
+    if value is None:
+        return None
+    try:
+        return ExecutionStatus(value)
+    except ValueError:
+        choices = ", ".join(s.value for s in ExecutionStatus)
+        raise _invalid(f"status {value!r} is not one of {choices}") from None
+
+
+def target_thing_name(target: Any) -> str:
+    """The thing name in a CreateJob target, which must be a thing ARN.
+
+    Raises InvalidRequestError naming the target otherwise.
+    """
+    match = THING_ARN_PATTERN.fullmatch(target) if isinstance(target, str) else None
+    if match is None:
+        raise _invalid(
+            f"targets: {json.dumps(target)[:200]} is not a thing ARN "
+            f"(expected arn:aws:iot:REGION:ACCOUNT:thing/THING_NAME; thing groups are not "
+            f"supported locally)"
+        )
+    name = match.group("name")
+    if not THING_NAME_PATTERN.fullmatch(name):
+        raise _invalid(f"targets: {target!r} names an invalid thing name {name!r}")
+    return name
+
+
+def check_document(text: str, where: str) -> str:
+    """``text`` if it is a job document: JSON object text of at most 32768 characters.
+
+    ``where`` names the source in the error (``document``, ``documentSource /x.json``).
+    """
+    if len(text) > MAX_JOB_DOCUMENT_CHARS:
+        raise _invalid(
+            f"{where}: the job document is {len(text)} characters long; "
+            f"the limit is {MAX_JOB_DOCUMENT_CHARS}"
+        )
+    try:
+        parsed = json.loads(text)
+    except ValueError as exc:
+        raise _invalid(f"{where}: the job document is not valid JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise _invalid(
+            f"{where}: the job document must be a JSON object, got {type(parsed).__name__}"
+        )
+    return text
+
+
+_LOCAL_SOURCE_HINT = (
+    "give the document inline instead (aws iot create-job --document file://job.json), or "
+    "name a local file as documentSource: an absolute path, a file:// URL, or a path under "
+    "the documents folder"
+)
+
+
+def read_document_source(source: str, documents_dir: Optional[Path]) -> str:
+    """The job document that a CreateJob ``documentSource`` names on this machine.
+
+    Accepts an absolute path, a ``file://`` URL, or a path relative to ``documents_dir``.
+    Raises InvalidRequestError for S3 and other remote URLs, missing or unreadable files,
+    paths outside ``documents_dir`` and invalid documents, naming the source.
+    """
+    if len(source) > MAX_DOCUMENT_SOURCE_CHARS:
+        raise _invalid(f"documentSource is longer than {MAX_DOCUMENT_SOURCE_CHARS} characters")
+    if source.lstrip().startswith(("{", "[")):
+        # The AWS CLI replaces any file:// argument by the file's text, so
+        # `--document-source file://job.json` sends the document itself.
+        raise _invalid(
+            "documentSource holds a job document, not its location (the AWS CLI reads "
+            "file:// arguments itself): use --document file://job.json, or pass "
+            "--document-source with an absolute path"
+        )
+    parts = urllib.parse.urlsplit(source)
+    scheme = parts.scheme.lower()
+    if scheme == "s3" or (scheme in ("http", "https") and ".amazonaws.com" in parts.netloc):
+        raise _invalid(
+            f"documentSource {source!r}: S3 is not reachable from the local Jobs service; "
+            f"{_LOCAL_SOURCE_HINT}"
+        )
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise _invalid(
+                f"documentSource {source!r}: a file:// URL must hold an absolute path "
+                f"(file:///path/to/job.json)"
+            )
+        path = Path(urllib.request.url2pathname(parts.path))
+    elif len(scheme) > 1:  # one letter would be a Windows drive
+        raise _invalid(
+            f"documentSource {source!r}: only local files can be read; {_LOCAL_SOURCE_HINT}"
+        )
+    else:
+        path = Path(source)
+    if not path.is_absolute():
+        if documents_dir is None:
+            raise _invalid(
+                f"documentSource {source!r} is a relative path and the local Jobs service has "
+                f"no documents folder configured: give an absolute path or a file:// URL"
+            )
+        path = (documents_dir / path).resolve()
+        if documents_dir != path and documents_dir not in path.parents:
+            raise _invalid(
+                f"documentSource {source!r} leads outside the documents folder {documents_dir}"
+            )
+    try:
+        with open(path, encoding="utf-8") as stream:
+            text = stream.read(MAX_JOB_DOCUMENT_CHARS + 1)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _invalid(f"documentSource {source!r}: cannot read {path}: {exc}") from None
+    if len(text) > MAX_JOB_DOCUMENT_CHARS:
+        raise _invalid(
+            f"documentSource {source!r}: {path} is longer than the "
+            f"{MAX_JOB_DOCUMENT_CHARS}-character job document limit"
+        )
+    return check_document(text, f"documentSource {source!r} ({path})")
+
+
+def _in_progress_timeout(body: Body) -> Optional[int]:
+    config = _field(body, "timeoutConfig", dict, "an object")
+    if config is None:
+        return None
+    minutes = _field(
+        config, "inProgressTimeoutInMinutes", int, "an integer", where="timeoutConfig."
+    )
+    if minutes is not None and not 1 <= minutes <= MAX_IN_PROGRESS_TIMEOUT_MINUTES:
+        raise _invalid(
+            f"timeoutConfig.inProgressTimeoutInMinutes must be 1 to "
+            f"{MAX_IN_PROGRESS_TIMEOUT_MINUTES}, got {minutes}"
+        )
+    return minutes
+
+
+def _retry_criteria(body: Body) -> List[RetryCriterion]:
+    config = _field(body, "jobExecutionsRetryConfig", dict, "an object")
+    if config is None:
+        return []
+    where = "jobExecutionsRetryConfig.criteriaList"
+    criteria = config.get("criteriaList")
+    if not isinstance(criteria, list) or not 1 <= len(criteria) <= MAX_RETRY_CRITERIA:
+        raise _invalid(f"{where} must be a list of 1 to {MAX_RETRY_CRITERIA} criteria")
+    result = []
+    for index, item in enumerate(criteria):
+        at = f"{where}[{index}]"
+        if not isinstance(item, dict):
+            raise _invalid(f"{at} must be an object with failureType and numberOfRetries")
+        try:
+            failure_type = RetryFailureType(item.get("failureType"))
+        except ValueError:
+            choices = ", ".join(t.value for t in RetryFailureType)
+            raise _invalid(f"{at}.failureType must be one of {choices}") from None
+        retries = item.get("numberOfRetries")
+        if (
+            not isinstance(retries, int)
+            or isinstance(retries, bool)
+            or not (0 <= retries <= MAX_RETRIES)
+        ):
+            raise _invalid(f"{at}.numberOfRetries must be an integer from 0 to {MAX_RETRIES}")
+        result.append(RetryCriterion(failure_type, retries))
+    return result
+
+
+# --------------------------------------------------------------------------- response shapes
+
+
+def _without_none(values: Mapping[str, Any]) -> Dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+_PROCESS_COUNT_KEYS = {
+    ExecutionStatus.CANCELED: "numberOfCanceledThings",
+    ExecutionStatus.SUCCEEDED: "numberOfSucceededThings",
+    ExecutionStatus.FAILED: "numberOfFailedThings",
+    ExecutionStatus.REJECTED: "numberOfRejectedThings",
+    ExecutionStatus.QUEUED: "numberOfQueuedThings",
+    ExecutionStatus.IN_PROGRESS: "numberOfInProgressThings",
+    ExecutionStatus.REMOVED: "numberOfRemovedThings",
+    ExecutionStatus.TIMED_OUT: "numberOfTimedOutThings",
+}
+
+
+def job_reference_shape(job: Job, region: str) -> Dict[str, Any]:
+    """What CreateJob and CancelJob return: ``jobArn``, ``jobId`` and ``description``."""
+    return _without_none(
+        {"jobArn": job_arn(job.job_id, region), "jobId": job.job_id, "description": job.description}
+    )
+
+
+def job_shape(job: Job, counts: Mapping[ExecutionStatus, int], region: str) -> Dict[str, Any]:
+    """DescribeJob's ``job`` structure."""
+    timeout = _without_none({"inProgressTimeoutInMinutes": job.in_progress_timeout_minutes})
+    shape = _without_none(
+        {
+            "jobArn": job_arn(job.job_id, region),
+            "jobId": job.job_id,
+            "targetSelection": "SNAPSHOT",
+            "status": job.status.value,
+            "forceCanceled": job.force_canceled,
+            "reasonCode": job.reason_code,
+            "comment": job.comment,
+            "targets": [thing_arn(name, region) for name in job.targets],
+            "description": job.description,
+            "createdAt": job.created_at,
+            "lastUpdatedAt": job.last_updated_at,
+            "completedAt": job.completed_at,
+            "jobProcessDetails": {
+                key: counts.get(status, 0) for status, key in _PROCESS_COUNT_KEYS.items()
+            },
+            "timeoutConfig": timeout,
+            "isConcurrent": False,
+        }
+    )
+    if job.retry_criteria:
+        shape["jobExecutionsRetryConfig"] = {
+            "criteriaList": [
+                {"failureType": c.failure_type.value, "numberOfRetries": c.number_of_retries}
+                for c in job.retry_criteria
+            ]
+        }
+    return shape
+
+
+def execution_shape(execution: JobExecution, region: str, now: float) -> Dict[str, Any]:
+    """DescribeJobExecution's ``execution`` structure."""
+    return _without_none(
+        {
+            "jobId": execution.job_id,
+            "status": execution.status.value,
+            "forceCanceled": execution.force_canceled,
+            "statusDetails": {"detailsMap": dict(execution.status_details)},
+            "thingArn": thing_arn(execution.thing_name, region),
+            "queuedAt": execution.queued_at,
+            "startedAt": execution.started_at,
+            "lastUpdatedAt": execution.last_updated_at,
+            "executionNumber": execution.execution_number,
+            "versionNumber": execution.version_number,
+            "approximateSecondsBeforeTimedOut": execution.approximate_seconds_before_timed_out(now),
+        }
+    )
+
+
+def execution_summary_shape(execution: JobExecution) -> Dict[str, Any]:
+    """A ``JobExecutionSummary`` as both list operations carry it."""
+    return _without_none(
+        {
+            "status": execution.status.value,
+            "queuedAt": execution.queued_at,
+            "startedAt": execution.started_at,
+            "lastUpdatedAt": execution.last_updated_at,
+            "executionNumber": execution.execution_number,
+            "retryAttempt": execution.retry_attempt,
+        }
+    )
+
+
+# --------------------------------------------------------------------------- operations
+
+
+class _Operations:
+    """One method per operation: ``(path parameters, query, body) -> response body``."""
+
+    def __init__(self, server: ControlPlaneServer) -> None:
+        self.server = server
+        self.service = server.service
+        self.region = server.region
+
+    def create_job(self, params: Dict[str, str], query: Query, body: Body) -> Response:
+        job_id = _job_id(params["jobId"])
+        unsupported = [name for name in _UNSUPPORTED_CREATE_FIELDS if body.get(name)]
+        if unsupported:
+            raise _invalid(
+                f"job {job_id}: {', '.join(unsupported)} not supported by the local Jobs service"
+            )
+        selection = body.get("targetSelection", "SNAPSHOT")
+        if selection != "SNAPSHOT":
+            raise _invalid(f"targetSelection {selection!r} is not supported locally: only SNAPSHOT")
+        targets = body.get("targets")
+        if not isinstance(targets, list) or not targets:
+            raise _invalid("targets must be a non-empty list of thing ARNs")
+        names = [target_thing_name(target) for target in targets]
+        document = _field(body, "document", str, "a string")
+        source = _field(body, "documentSource", str, "a string")
+        if (document is None) == (source is None):
+            raise _invalid("give exactly one of document and documentSource")
+        if source is not None:
+            document = read_document_source(source, self.server.documents_dir)
+        else:
+            check_document(document, "document")
+        job = self.service.create_job(
+            job_id,
+            names,
+            document,
+            description=_text(body, "description", MAX_DESCRIPTION_CHARS),
+            in_progress_timeout_minutes=_in_progress_timeout(body),
+            retry_criteria=_retry_criteria(body),
+        )
+        self.server.remember_document_source(job_id, source)
+        log.info("job %s: created for %s", job_id, ", ".join(names))
+        return job_reference_shape(job, self.region)
+
+    def describe_job(self, params: Dict[str, str], query: Query, body: Body) -> Response:
+        job_id = _job_id(params["jobId"])
+        job = self.service.describe_job(job_id)
+        counts = self.service.job_process_counts(job_id)
+        return _without_none(
+            {
+                "documentSource": self.server.document_source(job_id),
+                "job": job_shape(job, counts, self.region),
+            }
+        )
+
+    def get_job_document(self, params: Dict[str, str], query: Query, body: Body) -> Response:
+        return {"document": self.service.describe_job(_job_id(params["jobId"])).document}
+
+    def cancel_job(self, params: Dict[str, str], query: Query, body: Body) -> Response:
+        job_id = _job_id(params["jobId"])
+        reason_code = _field(body, "reasonCode", str, "a string")
+        if reason_code is not None and not REASON_CODE_PATTERN.fullmatch(reason_code):
+            raise _invalid(
+                f"reasonCode {reason_code!r} must be 1 to 128 characters from A-Z, 0-9 and _"
+            )
+        force = _flag(query, "force")
+        job = self.service.cancel_job(
+            job_id,
+            force=force,
+            reason_code=reason_code,
+            comment=_text(body, "comment", MAX_COMMENT_CHARS),
+        )
+        log.info("job %s: canceled%s", job_id, " with force" if force else "")
+        return job_reference_shape(job, self.region)
+
+    def delete_job(self, params: Dict[str, str], query: Query, body: Body) -> Response:
+        job_id = _job_id(params["jobId"])
+        force = _flag(query, "force")
+        self.service.delete_job(job_id, force=force)
+        self.server.remember_document_source(job_id, None)
+        log.info("job %s: deleted%s", job_id, " with force" if force else "")
+        return None
+
+    def describe_job_execution(self, params: Dict[str, str], query: Query, body: Body) -> Response:
+        job_id = _job_id(params["jobId"])
+        thing_name = _thing_name(params["thingName"])
+        execution_number = None
+        if "executionNumber" in query:
+            try:
+                execution_number = int(query["executionNumber"])
+            except ValueError:
+                raise _invalid(
+                    f"executionNumber must be an integer, got {query['executionNumber']!r}"
+                ) from None
+        execution = self.service.describe_job_execution(job_id, thing_name, execution_number)
+        return {"execution": execution_shape(execution, self.region, time())}
+
+    def list_job_executions_for_job(
+        self, params: Dict[str, str], query: Query, body: Body
+    ) -> Response:
+        job_id = _job_id(params["jobId"])
+        executions = self.service.list_job_executions_for_job(job_id, _status_filter(query))
+        return {
+            "executionSummaries": [
+                {
+                    "thingArn": thing_arn(execution.thing_name, self.region),
+                    "jobExecutionSummary": execution_summary_shape(execution),
+                }
+                for execution in executions
+            ]
+        }
+
+    def list_job_executions_for_thing(
+        self, params: Dict[str, str], query: Query, body: Body
+    ) -> Response:
+        thing_name = _thing_name(params["thingName"])
+        job_id = _job_id(query["jobId"]) if "jobId" in query else None
+        executions = self.service.list_job_executions_for_thing(thing_name, _status_filter(query))
+        return {
+            "executionSummaries": [
+                {
+                    "jobId": execution.job_id,
+                    "jobExecutionSummary": execution_summary_shape(execution),
+                }
+                for execution in executions
+                if job_id is None or execution.job_id == job_id
+            ]
+        }
+
+    def cancel_job_execution(self, params: Dict[str, str], query: Query, body: Body) -> Response:
+        job_id = _job_id(params["jobId"])
+        thing_name = _thing_name(params["thingName"])
+        details = _field(body, "statusDetails", dict, "an object of strings")
+        if details is not None and not all(isinstance(v, str) for v in details.values()):
+            raise _invalid("statusDetails values must be strings")
+        force = _flag(query, "force")
+        self.service.cancel_job_execution(
+            job_id,
+            thing_name,
+            force=force,
+            expected_version=_field(body, "expectedVersion", int, "an integer"),
+            status_details=details,
+        )
+        log.info(
+            "job %s: execution on %s canceled%s", job_id, thing_name, " with force" if force else ""
+        )
+        return None
+
+
+Handler = Callable[[_Operations, Dict[str, str], Query, Body], Response]
+
+# (method, path pattern, operation name, handler); path parameters are named groups.
+_SEGMENT = r"[^/]+"
+_ROUTES: List[Tuple[str, re.Pattern[str], str, Handler]] = [
+    (method, re.compile(pattern.format(s=_SEGMENT)), name, handler)
+    for method, pattern, name, handler in [
+        ("PUT", r"/jobs/(?P<jobId>{s})", "CreateJob", _Operations.create_job),
+        ("GET", r"/jobs/(?P<jobId>{s})", "DescribeJob", _Operations.describe_job),
+        ("DELETE", r"/jobs/(?P<jobId>{s})", "DeleteJob", _Operations.delete_job),
+        ("PUT", r"/jobs/(?P<jobId>{s})/cancel", "CancelJob", _Operations.cancel_job),
+        (
+            "GET",
+            r"/jobs/(?P<jobId>{s})/job-document",
+            "GetJobDocument",
+            _Operations.get_job_document,
+        ),
+        (
+            "GET",
+            r"/jobs/(?P<jobId>{s})/things",
+            "ListJobExecutionsForJob",
+            _Operations.list_job_executions_for_job,
+        ),
+        (
+            "GET",
+            r"/things/(?P<thingName>{s})/jobs",
+            "ListJobExecutionsForThing",
+            _Operations.list_job_executions_for_thing,
+        ),
+        (
+            "GET",
+            r"/things/(?P<thingName>{s})/jobs/(?P<jobId>{s})",
+            "DescribeJobExecution",
+            _Operations.describe_job_execution,
+        ),
+        (
+            "PUT",
+            r"/things/(?P<thingName>{s})/jobs/(?P<jobId>{s})/cancel",
+            "CancelJobExecution",
+            _Operations.cancel_job_execution,
+        ),
+    ]
+]
+SUPPORTED_OPERATIONS = tuple(name for _, _, name, _ in _ROUTES)
+
+
+def _route(method: str, path: str) -> Tuple[str, Handler, Dict[str, str]]:
+    for route_method, pattern, name, handler in _ROUTES:
+        match = pattern.fullmatch(path)
+        if match and route_method == method:
+            params = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
+            return name, handler, params
+    raise UnknownOperationError(
+        f"{method} {path} is not an operation of the local Jobs control plane; it serves "
+        f"{', '.join(SUPPORTED_OPERATIONS)}"
+    )
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: ControlPlaneServer
+    server_version = "local-jobs-control-plane"
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_PUT(self) -> None:
+        self._handle()
+
+    def do_DELETE(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def do_PATCH(self) -> None:
+        self._handle()
+
+    def _handle(self) -> None:
+        request_id = str(uuid.uuid4())
+        raw = self._read_body()
+        try:
+            parts = urllib.parse.urlsplit(self.path)
+            name, handler, params = _route(self.command, parts.path)
+            query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+            result = handler(_Operations(self.server), params, query, _parse_body(raw))
+        except ServiceError as exc:
+            log.info("%s %s: %s: %s", self.command, self.path, exc.aws_type, exc)
+            self._send(exc.http_status, {"message": str(exc)}, request_id, exc.aws_type)
+            return
+        except Exception:
+            log.exception("%s %s failed", self.command, self.path)
+            self._send(
+                500,
+                {"message": f"internal error in the local Jobs service (request {request_id})"},
+                request_id,
+                "InternalFailureException",
+            )
+            return
+        log.debug("%s %s -> %s ok", self.command, self.path, name)
+        self._send(200, result if result is not None else {}, request_id)
+
+    def _read_body(self) -> bytes:
+        length = self.headers.get("Content-Length")
+        try:
+            return self.rfile.read(int(length)) if length else b""
+        except ValueError:
+            self.close_connection = True
+            return b""
+
+    def _send(
+        self, status: int, body: Mapping[str, Any], request_id: str, error_type: str = ""
+    ) -> None:
+        data = json.dumps(body).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("x-amzn-RequestId", request_id)
+        if error_type:
+            self.send_header("x-amzn-ErrorType", error_type)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (base signature)
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+def _parse_body(raw: bytes) -> Body:
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise _invalid(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise _invalid("the request body must be a JSON object")
+    return body
+
+
+__all__ = [
+    "ControlPlaneServer",
+    "SUPPORTED_OPERATIONS",
+    "UnknownOperationError",
+    "check_document",
+    "read_document_source",
+    "serve",
+    "target_thing_name",
+]
