@@ -279,12 +279,9 @@ def read_document_source(source: str, documents_dir: Optional[Path]) -> str:
     if len(source) > MAX_DOCUMENT_SOURCE_CHARS:
         raise _invalid(f"documentSource is longer than {MAX_DOCUMENT_SOURCE_CHARS} characters")
     if source.lstrip().startswith(("{", "[")):
-        # The AWS CLI replaces any file:// argument by the file's text, so
-        # `--document-source file://job.json` sends the document itself.
         raise _invalid(
-            "documentSource holds a job document, not its location (the AWS CLI reads "
-            "file:// arguments itself): use --document file://job.json, or pass "
-            "--document-source with an absolute path"
+            "documentSource holds a job document, not its location: pass the document as "
+            "document (aws iot create-job --document file://job.json)"
         )
     parts = urllib.parse.urlsplit(source)
     scheme = parts.scheme.lower()
@@ -294,12 +291,12 @@ def read_document_source(source: str, documents_dir: Optional[Path]) -> str:
             f"{_LOCAL_SOURCE_HINT}"
         )
     if scheme == "file":
-        if parts.netloc not in ("", "localhost"):
-            raise _invalid(
-                f"documentSource {source!r}: a file:// URL must hold an absolute path "
-                f"(file:///path/to/job.json)"
-            )
-        path = Path(urllib.request.url2pathname(parts.path))
+        # The CLI sends --document-source verbatim (awscli PARAMFILE_DISABLED), and people
+        # write file://job.json meaning a relative path, not a host: read it as one.
+        if parts.netloc in ("", "localhost"):
+            path = Path(urllib.request.url2pathname(parts.path))
+        else:
+            path = Path(urllib.request.url2pathname(parts.netloc + parts.path))
     elif len(scheme) > 1:  # one letter would be a Windows drive
         raise _invalid(
             f"documentSource {source!r}: only local files can be read; {_LOCAL_SOURCE_HINT}"
@@ -310,7 +307,8 @@ def read_document_source(source: str, documents_dir: Optional[Path]) -> str:
         if documents_dir is None:
             raise _invalid(
                 f"documentSource {source!r} is a relative path and the local Jobs service has "
-                f"no documents folder configured: give an absolute path or a file:// URL"
+                f"no documents folder configured (nor knows the client's working directory): "
+                f"give an absolute path, e.g. file:///path/to/job.json"
             )
         path = (documents_dir / path).resolve()
         if documents_dir != path and documents_dir not in path.parents:
