@@ -1,0 +1,136 @@
+"""A privileged MQTT client that watches things' jobs topics and timestamps every message.
+
+It connects with the local Jobs service's identity (the only one the broker lets read every
+thing's topics), so it sees an agent's requests and the service's replies on one clock
+(``time.perf_counter``, CLOCK_MONOTONIC, shared by every process on the machine). Timing an
+agent from outside this way needs no hook in the agent and works for a subprocess agent too.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+import paho.mqtt.client as mqtt
+
+from bench.paho import tls_client
+from bench.sdk import Connection
+
+TERMINAL = {"SUCCEEDED", "FAILED", "REJECTED"}
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One message seen: when, on which thing, the topic after ``jobs/``, and its payload."""
+
+    at: float
+    thing: str
+    suffix: str
+    payload: dict
+
+
+def _payload(raw: bytes) -> dict:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+class JobsObserver:
+    """Records every message on ``$aws/things/<thing>/jobs/#`` of the things it watches."""
+
+    def __init__(self, connection: Connection, client_id: str = "bench-observer") -> None:
+        self._client = tls_client(connection, client_id)
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
+        self._connection = connection
+        self._changed = threading.Condition()
+        self._seen: List[Seen] = []
+        self._acknowledged: set = set()
+
+    def __enter__(self) -> JobsObserver:
+        self._client.connect(self._connection.host, self._connection.port, keepalive=600)
+        self._client.loop_start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _on_message(self, _client: object, _userdata: object, message: mqtt.MQTTMessage) -> None:
+        at = time.perf_counter()
+        parts = message.topic.split("/", 4)  # $aws, things, <thing>, jobs, <suffix>
+        if len(parts) == 5:
+            with self._changed:
+                self._seen.append(Seen(at, parts[2], parts[4], _payload(message.payload)))
+                self._changed.notify_all()
+
+    def _on_subscribe(self, _client: object, _userdata: object, mid: int, *_rest: object) -> None:
+        with self._changed:
+            self._acknowledged.add(mid)
+            self._changed.notify_all()
+
+    def watch(self, *things: str, timeout: float = 10.0) -> None:
+        """Subscribe to the jobs topics of ``things``; returns once the broker acknowledged."""
+        topics = [(f"$aws/things/{thing}/jobs/#", 1) for thing in things]
+        result, mid = self._client.subscribe(topics)
+        if result != mqtt.MQTT_ERR_SUCCESS:
+            raise RuntimeError(f"observer could not subscribe: {mqtt.error_string(result)}")
+        self.wait_for(lambda: mid in self._acknowledged, timeout, f"SUBACK for {things}")
+
+    def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        """Block until ``condition()`` (run under the lock) holds; TimeoutError names ``what``."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not condition():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"observer: no {what} within {timeout:g} s")
+                self._changed.wait(left)
+
+    def seen(self, since: float = 0.0) -> List[Seen]:
+        """A copy of the messages seen at or after ``since``."""
+        with self._changed:
+            return [item for item in self._seen if item.at >= since]
+
+    def clear(self) -> None:
+        """Forget what was seen so far."""
+        with self._changed:
+            self._seen.clear()
+
+    def finished(self, since: float = 0.0) -> Dict[str, Dict[str, float]]:
+        """``{thing: {job_id: time}}`` of the accepted updates to a terminal status.
+
+        The default ``update/accepted`` reply carries no status, so each reply is matched to
+        the last update request for that job.
+        """
+        requested: Dict[tuple, str] = {}
+        done: Dict[str, Dict[str, float]] = {}
+        for item in self.seen(since):
+            job_id, _, action = item.suffix.partition("/")
+            if action == "update":
+                requested[(item.thing, job_id)] = str(item.payload.get("status"))
+            elif action == "update/accepted" and requested.get((item.thing, job_id)) in TERMINAL:
+                done.setdefault(item.thing, {}).setdefault(job_id, item.at)
+        return done
+
+    def count_finished(self, since: float = 0.0) -> int:
+        """How many job executions reached a terminal status since ``since``."""
+        return sum(len(jobs) for jobs in self.finished(since).values())
+
+    def first_claim(self, thing: str, since: float, job_id: Optional[str] = None) -> float:
+        """When ``thing`` first asked to start a job after ``since`` (start-next or IN_PROGRESS)."""
+        for item in self.seen(since):
+            if item.thing != thing:
+                continue
+            if item.suffix == "start-next":
+                return item.at
+            target, _, action = item.suffix.partition("/")
+            if (action == "update" and item.payload.get("status") == "IN_PROGRESS"
+                    and job_id in (None, target)):
+                return item.at
+        raise LookupError(f"no claim by {thing} seen since {since}")
