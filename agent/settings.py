@@ -1,0 +1,447 @@
+"""Load the agent's INI settings once into frozen values, each checked.
+
+Every error is a ``SettingsError`` whose message names the file, the section and the key:
+``/etc/jobs-agent/settings.conf: [agent] step_timeout_minutes: expected a whole number, got 'x'``.
+``[connection]`` and ``[agent]`` are parsed here; other sections (``[apt]``...) belong to their
+handlers, which read ``Settings.section(name)`` with the converters below.
+"""
+
+from __future__ import annotations
+
+import configparser
+import logging
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
+
+from agent.errors import SettingsError
+
+T = TypeVar("T")
+
+
+class _Required:
+    """Marker default: the key must be present and non-empty."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+
+THING_NAME_PATTERN = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
+MIN_STEP_TIMEOUT_MINUTES = 1
+MAX_STEP_TIMEOUT_MINUTES = 10080
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """``[connection]``: where the broker is and who this device is."""
+
+    endpoint: str
+    port: int
+    thing_name: str
+    client_id: str
+    root_ca: Path
+    certificate: Path
+    private_key: Path
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """``[agent]``: how the agent behaves."""
+
+    state_dir: Path
+    log_level: str = "INFO"
+    step_timeout_minutes: int = 10
+    heartbeat_seconds: float = 200.0
+    shutdown_grace_seconds: float = 60.0
+    progress_interval_seconds: float = 5.0
+    watchdog_offline_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole settings file: checked ``[connection]`` and ``[agent]``, raw other sections."""
+
+    path: Path
+    connection: ConnectionSettings
+    agent: AgentSettings
+    sections: configparser.ConfigParser = field(repr=False, compare=False)
+
+    def section(self, name: str) -> configparser.SectionProxy:
+        """The raw section ``name``; an empty one when the file has no such section."""
+        return _section(self.sections, name)
+
+
+def _section(parser: configparser.ConfigParser, name: str) -> configparser.SectionProxy:
+    if parser.has_section(name):
+        return parser[name]
+    # A detached proxy reads as empty: every get() falls back to its default.
+    return configparser.SectionProxy(parser, name)
+
+
+def _where(path: Path, section: configparser.SectionProxy, key: str) -> str:
+    return f"{path}: [{section.name}] {key}"
+
+
+def _raw(section: configparser.SectionProxy, key: str, default: Any, path: Path) -> Optional[str]:
+    """The stripped text of ``key``, or None when absent or empty and a default applies."""
+    text = section.get(key, fallback=None)
+    text = None if text is None else text.strip()
+    if not text:
+        if default is REQUIRED:
+            what = "missing" if text is None else "empty"
+            raise SettingsError(f"{_where(path, section, key)}: {what}; a value is required")
+        return None
+    return text
+
+
+def _convert(
+    section: configparser.SectionProxy,
+    key: str,
+    default: Any,
+    path: Path,
+    convert: Callable[[str], T],
+    expected: str,
+    minimum: Optional[float] = None,
+    maximum: Optional[float] = None,
+) -> T:
+    text = _raw(section, key, default, path)
+    if text is None:
+        return default
+    try:
+        value = convert(text)
+    except ValueError:
+        raise SettingsError(
+            f"{_where(path, section, key)}: expected {expected}, got {text!r}"
+        ) from None
+    if minimum is not None and value < minimum:
+        raise SettingsError(
+            f"{_where(path, section, key)}: must be at least {minimum}, got {text!r}"
+        )
+    if maximum is not None and value > maximum:
+        raise SettingsError(
+            f"{_where(path, section, key)}: must be at most {maximum}, got {text!r}"
+        )
+    return value
+
+
+def get_str(
+    section: configparser.SectionProxy, key: str, default: Any = REQUIRED, *, path: Path
+) -> str:
+    """The text of ``key`` with surrounding blanks removed; ``default`` when absent.
+
+    A present but empty value is "" unless the key is REQUIRED. Raises SettingsError.
+    """
+    text = section.get(key, fallback=None)
+    if text is None or default is REQUIRED:
+        text = _raw(section, key, default, path)
+        return default if text is None else text
+    return text.strip()
+
+
+def get_int(
+    section: configparser.SectionProxy,
+    key: str,
+    default: Any = REQUIRED,
+    *,
+    path: Path,
+    minimum: Optional[int] = None,
+    maximum: Optional[int] = None,
+) -> int:
+    """A whole number within [minimum, maximum]; ``default`` when absent or empty.
+
+    Raises SettingsError.
+    """
+    return _convert(section, key, default, path, int, "a whole number", minimum, maximum)
+
+
+def get_float(
+    section: configparser.SectionProxy,
+    key: str,
+    default: Any = REQUIRED,
+    *,
+    path: Path,
+    minimum: Optional[float] = None,
+    maximum: Optional[float] = None,
+) -> float:
+    """A number (seconds, usually) within [minimum, maximum]; ``default`` when absent or empty.
+
+    Raises SettingsError.
+    """
+
+    def to_finite(text: str) -> float:
+        value = float(text)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(text)
+        return value
+
+    return _convert(section, key, default, path, to_finite, "a number", minimum, maximum)
+
+
+def get_bool(
+    section: configparser.SectionProxy, key: str, default: Any = REQUIRED, *, path: Path
+) -> bool:
+    """yes/no, true/false, on/off or 1/0; ``default`` when absent or empty. Raises SettingsError."""
+
+    def to_bool(text: str) -> bool:
+        value = configparser.ConfigParser.BOOLEAN_STATES.get(text.lower())
+        if value is None:
+            raise ValueError(text)
+        return value
+
+    return _convert(section, key, default, path, to_bool, "yes or no")
+
+
+def get_path(
+    section: configparser.SectionProxy,
+    key: str,
+    default: Any = REQUIRED,
+    *,
+    path: Path,
+    must_exist: bool = True,
+) -> Path:
+    """A path; a relative one is taken from the settings file's folder.
+
+    ``default`` (returned as given, not resolved) when absent or empty. With ``must_exist`` the
+    path must exist. Raises SettingsError.
+    """
+    text = _raw(section, key, default, path)
+    if text is None:
+        return default
+    value = Path(text).expanduser()
+    if not value.is_absolute():
+        value = path.parent / value
+    if must_exist and not value.exists():
+        raise SettingsError(f"{_where(path, section, key)}: {str(value)!r} does not exist")
+    return value
+
+
+def get_list(
+    section: configparser.SectionProxy, key: str, default: Any = REQUIRED, *, path: Path
+) -> Tuple[str, ...]:
+    """Words separated by commas and/or blanks (lines too); ``default`` when absent or empty.
+
+    Raises SettingsError.
+    """
+    text = _raw(section, key, default, path)
+    if text is None:
+        return default
+    return tuple(word for word in re.split(r"[\s,]+", text) if word)
+
+
+def get_choice(
+    section: configparser.SectionProxy,
+    key: str,
+    choices: Sequence[str],
+    default: Any = REQUIRED,
+    *,
+    path: Path,
+) -> str:
+    """One of ``choices`` (case-insensitive, returned as spelled in ``choices``).
+
+    Raises SettingsError.
+    """
+    by_folded = {choice.lower(): choice for choice in choices}
+
+    def to_choice(text: str) -> str:
+        return by_folded[text.lower()]
+
+    try:
+        return _convert(section, key, default, path, to_choice, "one of " + ", ".join(choices))
+    except KeyError:
+        text = section.get(key, "")
+        raise SettingsError(
+            f"{_where(path, section, key)}: expected one of {', '.join(choices)}, got {text!r}"
+        ) from None
+
+
+def check_readable_file(
+    section: configparser.SectionProxy, key: str, value: Path, *, path: Path
+) -> None:
+    """Raise SettingsError unless ``value`` is a regular file this process can read."""
+    where = _where(path, section, key)
+    if not value.is_file():
+        raise SettingsError(f"{where}: {str(value)!r} is not a file")
+    try:
+        with open(value, "rb") as stream:
+            stream.read(1)
+    except OSError as error:
+        raise SettingsError(f"{where}: cannot read {str(value)!r}: {error.strerror}") from None
+
+
+def check_private_key_mode(
+    section: configparser.SectionProxy, key: str, value: Path, *, path: Path
+) -> None:
+    """Raise SettingsError when the private key is readable or writable by group or others."""
+    mode = stat.S_IMODE(os.stat(value).st_mode)
+    if mode & 0o077:
+        raise SettingsError(
+            f"{_where(path, section, key)}: {str(value)!r} is open to group or others "
+            f"(mode {mode:04o}); run: chmod 600 {value}"
+        )
+
+
+_CONNECTION_KEYS = frozenset(
+    ("endpoint", "port", "thing_name", "client_id", "root_ca", "certificate", "private_key")
+)
+_AGENT_KEYS = frozenset(
+    (
+        "state_dir",
+        "log_level",
+        "step_timeout_minutes",
+        "heartbeat_seconds",
+        "shutdown_grace_seconds",
+        "progress_interval_seconds",
+        "watchdog_offline_seconds",
+    )
+)
+
+
+def _unknown_keys(
+    parser: configparser.ConfigParser, name: str, known: frozenset, path: Path
+) -> List[str]:
+    own = set(parser[name]) - set(parser.defaults())
+    return [
+        f"{path}: [{name}] {key}: unknown key (known: {', '.join(sorted(known))})"
+        for key in sorted(own - known)
+    ]
+
+
+def _collect(problems: List[str], read: Callable[[], T]) -> Optional[T]:
+    try:
+        return read()
+    except SettingsError as error:
+        problems.append(str(error))
+        return None
+
+
+def _read_parser(path: Path) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as stream:
+            parser.read_file(stream)
+    except FileNotFoundError:
+        raise SettingsError(f"{path}: settings file not found") from None
+    except OSError as error:
+        raise SettingsError(f"{path}: cannot read the settings file: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise SettingsError(f"{path}: not UTF-8 text ({error.reason})") from None
+    except configparser.Error as error:
+        message = " ".join(str(error).split())
+        raise SettingsError(f"{path}: not a valid settings file: {message}") from None
+    return parser
+
+
+def _credential_file(section: configparser.SectionProxy, key: str, path: Path) -> Path:
+    value = get_path(section, key, path=path)
+    check_readable_file(section, key, value, path=path)
+    if key == "private_key":
+        check_private_key_mode(section, key, value, path=path)
+    return value
+
+
+def _load_connection(parser: configparser.ConfigParser, path: Path, problems: List[str]):
+    section = parser["connection"]
+    values: Dict[str, Any] = {}
+    values["endpoint"] = _collect(problems, lambda: get_str(section, "endpoint", path=path))
+    if values["endpoint"] and "://" in values["endpoint"]:
+        problems.append(
+            f"{_where(path, section, 'endpoint')}: expected a host name without a scheme, "
+            f"got {values['endpoint']!r}"
+        )
+    values["port"] = _collect(
+        problems, lambda: get_int(section, "port", 8883, path=path, minimum=1, maximum=65535)
+    )
+    thing_name = _collect(problems, lambda: get_str(section, "thing_name", path=path))
+    if thing_name and not THING_NAME_PATTERN.fullmatch(thing_name):
+        problems.append(
+            f"{_where(path, section, 'thing_name')}: expected 1 to 128 of a-z A-Z 0-9 : _ -, "
+            f"got {thing_name!r}"
+        )
+    values["thing_name"] = thing_name
+    values["client_id"] = _collect(problems, lambda: get_str(section, "client_id", "", path=path))
+    values["client_id"] = values["client_id"] or thing_name
+    for key in ("root_ca", "certificate", "private_key"):
+        values[key] = _collect(problems, lambda key=key: _credential_file(section, key, path))
+    if any(value is None for value in values.values()):
+        return None
+    return ConnectionSettings(**values)
+
+
+def _load_agent(parser: configparser.ConfigParser, path: Path, problems: List[str]):
+    section = _section(parser, "agent")
+    d = AgentSettings(state_dir=path.parent / "state")
+
+    def number(key: str, default: float, **bounds: float) -> Optional[float]:
+        return _collect(problems, lambda: get_float(section, key, default, path=path, **bounds))
+
+    values: Dict[str, Any] = {
+        "state_dir": _collect(
+            problems,
+            lambda: get_path(section, "state_dir", d.state_dir, path=path, must_exist=False),
+        ),
+        "log_level": _collect(
+            problems,
+            lambda: get_choice(section, "log_level", LOG_LEVELS, d.log_level, path=path),
+        ),
+        "step_timeout_minutes": _collect(
+            problems,
+            lambda: get_int(
+                section,
+                "step_timeout_minutes",
+                d.step_timeout_minutes,
+                path=path,
+                minimum=MIN_STEP_TIMEOUT_MINUTES,
+                maximum=MAX_STEP_TIMEOUT_MINUTES,
+            ),
+        ),
+        "shutdown_grace_seconds": number(
+            "shutdown_grace_seconds", d.shutdown_grace_seconds, minimum=0
+        ),
+        "progress_interval_seconds": number(
+            "progress_interval_seconds", d.progress_interval_seconds, minimum=0
+        ),
+        "watchdog_offline_seconds": number(
+            "watchdog_offline_seconds", d.watchdog_offline_seconds, minimum=1
+        ),
+    }
+    step_minutes = values["step_timeout_minutes"]
+    if step_minutes is None:
+        return None
+    # A heartbeat every third of the step timeout leaves room for two lost ones.
+    step_seconds = step_minutes * 60.0
+    values["heartbeat_seconds"] = number(
+        "heartbeat_seconds", step_seconds / 3, minimum=0.1, maximum=step_seconds / 2
+    )
+    if any(value is None for value in values.values()):
+        return None
+    return AgentSettings(**values)
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and check the settings file at ``path``.
+
+    Raises SettingsError; when several values are wrong its message lists each on its own line.
+    Files named by ``[connection]`` must be readable, and the private key closed to group and
+    others.
+    """
+    path = Path(path)
+    parser = _read_parser(path)
+    problems: List[str] = []
+    if not parser.has_section("connection"):
+        raise SettingsError(f"{path}: [connection]: section missing")
+    problems.extend(_unknown_keys(parser, "connection", _CONNECTION_KEYS, path))
+    if parser.has_section("agent"):
+        problems.extend(_unknown_keys(parser, "agent", _AGENT_KEYS, path))
+    connection = _load_connection(parser, path, problems)
+    agent = _load_agent(parser, path, problems)
+    if problems or connection is None or agent is None:
+        raise SettingsError("\n".join(problems))
+    log = logging.getLogger(__name__)
+    log.debug("settings loaded from %s", path)
+    return Settings(path=path, connection=connection, agent=agent, sections=parser)
