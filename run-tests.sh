@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The test command. On a fresh Debian or Ubuntu machine (as root) it installs what the suite
+# needs, then runs ruff, the Python 3.9 compatibility check and the whole pytest suite.
+#
+#   ./run-tests.sh                      # everything
+#   ./run-tests.sh -k notify -x         # extra arguments go to pytest
+#
+# As root, missing Debian packages are installed with apt-get; as another user the script
+# prints the apt-get command to run and exits 2. The virtual environment .venv is made from
+# /usr/bin/python3 with --system-site-packages (python3-apt comes from the distribution) and
+# the pinned requirements are installed into it when they change.
+# Exit status: 0 when every step passed, 1 when one failed, 2 when the machine is not ready.
+set -uo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$here" || exit 2
+# shellcheck source=scripts/setup.sh
+. scripts/setup.sh
+
+# mosquitto: the local broker; python3-apt: the APT handler; python3-venv: the environment;
+# python3-cryptography: the local service's certificates; dpkg-dev: building the test .debs
+# and repositories; openssl, ca-certificates: TLS.
+TEST_DEBIAN_PACKAGES=(mosquitto python3-apt python3-venv python3-cryptography dpkg-dev
+    openssl ca-certificates)
+
+ensure_debian_packages "${TEST_DEBIAN_PACKAGES[@]}" || exit 2
+ensure_venv "$here/.venv" requirements.txt requirements-local.txt requirements-test.txt || exit 2
+
+python_files() {
+    if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        git ls-files --cached --others --exclude-standard -- '*.py'
+    else
+        find . \( -name .venv -o -name .local -o -name .git -o -name __pycache__ \) -prune \
+            -o -name '*.py' -type f -print
+    fi
+}
+
+failed=()
+step() {
+    local name=$1
+    shift
+    echo "=== $name"
+    if "$@"; then
+        echo "=== $name: passed"
+    else
+        echo "=== $name: FAILED"
+        failed+=("$name")
+    fi
+}
+
+mapfile -t files < <(python_files | sort)
+step ruff .venv/bin/ruff check .
+step "python 3.9 (vermin)" .venv/bin/vermin --target=3.9- --violations --no-tips -q "${files[@]}"
+step "python 3.9 (grammar)" .venv/bin/python scripts/check_py39.py "${files[@]}"
+
+run_pytest() {
+    local rc
+    # The suite is parallel-safe (every test gets its own ports and folders): one worker per core.
+    .venv/bin/python -m pytest -n auto "$@"
+    rc=$?
+    if [ "$rc" -eq 5 ]; then
+        echo "pytest collected no tests: that is a failure here, not a pass" >&2
+    fi
+    return "$rc"
+}
+step pytest run_pytest "$@"
+
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "FAILED steps: ${failed[*]}"
+    exit 1
+fi
+echo "All steps passed: ruff, Python 3.9 checks, pytest."
