@@ -1,0 +1,952 @@
+"""The local Jobs service: the state machine over SQLite, notifications and timers.
+
+``LocalJobsService`` implements the ``JobsService`` contract of ``model.py`` (the control
+plane calls it) plus the device operations the MQTT data plane calls (``get_pending``,
+``start_next``, ``describe_for_device``, ``update_execution``). Every change that alters a
+thing's pending queue publishes the ``notify`` / ``notify-next`` messages the real service
+would (jobs-api.md §1.5):
+
+- ``notify`` when the *set* of pending executions changes (one queued, one leaving for a
+  terminal status). A QUEUED -> IN_PROGRESS change leaves the set alone and publishes
+  nothing: the DG worked example and the PY2 live run show that, though the DG intro text
+  says otherwise; we follow the live behaviour.
+- ``notify-next`` when the *head* of the queue changes (IN_PROGRESS first, then queue
+  order), with no ``execution`` once the queue is empty.
+
+Run as a process: ``python -m local_jobs.service --db ... --mqtt-port ...`` (see ``main``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import (
+    Callable,
+    Dict,
+    FrozenSet,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+)
+
+from local_jobs import payloads
+from local_jobs.model import (
+    DISCARD_STEP_TIMER,
+    JOB_ID_PATTERN,
+    MAX_IN_PROGRESS_TIMEOUT_MINUTES,
+    MAX_JOB_DOCUMENT_CHARS,
+    MAX_STATUS_DETAILS_VALUE_CHARS,
+    MAX_STEP_TIMEOUT_MINUTES,
+    MIN_STEP_TIMEOUT_MINUTES,
+    STATUS_DETAILS_KEY_PATTERN,
+    THING_NAME_PATTERN,
+    ExecutionStatus,
+    InvalidRequestError,
+    InvalidStateTransitionError,
+    Job,
+    JobExecution,
+    JobsService,
+    JobStatus,
+    ResourceAlreadyExistsError,
+    ResourceNotFoundError,
+    RetryCriterion,
+    RetryFailureType,
+    ServiceError,
+    VersionConflictError,
+)
+from local_jobs.store import Store
+
+log = logging.getLogger("local_jobs.service")
+
+Publisher = Callable[[str, dict], None]
+NEXT = "$next"
+MAX_RETRIES_PER_EXECUTION = 10  # DG: up to 10 retries for both failure types combined
+MAX_DESCRIPTION_CHARS = 2028  # botocore JobDescription
+
+
+class TerminalStateError(ServiceError):
+    """Describe on an execution that is in a terminal status (device API TerminalStateReached)."""
+
+    http_status = 410
+    aws_type = "TerminalStateException"
+
+
+class RequestThrottledError(ServiceError):
+    """Too many requests from one thing (device API RequestThrottled)."""
+
+    http_status = 429
+    aws_type = "ThrottlingException"
+
+
+def execution_state_of(error: BaseException) -> Optional[JobExecution]:
+    """The execution an InvalidStateTransition / VersionMismatch error reports, if any."""
+    return getattr(error, "execution", None)
+
+
+def _with_execution(error: ServiceError, execution: JobExecution) -> ServiceError:
+    error.execution = execution  # type: ignore[attr-defined]
+    return error
+
+
+def _key(execution: JobExecution) -> Tuple[str, int]:
+    return (execution.job_id, execution.execution_number)
+
+
+def validate_status_details(details: object, where: str = "statusDetails") -> Dict[str, str]:
+    """Check a statusDetails map; return it as a plain dict or raise InvalidRequestError.
+
+    Keys match ``[a-zA-Z0-9:_-]{1,128}``; values are strings of 1..1024 characters without
+    control characters. ``\\n`` and ``\\t`` are accepted although the documented pattern
+    ``[^\\p{C}]+`` excludes them: the live service accepts them (the ADC README shows a
+    ``stderr`` value ending in ``\\n``), jobs-api.md §1.8.
+    """
+    if not isinstance(details, Mapping):
+        raise InvalidRequestError(f"{where} must be an object of string values")
+    result: Dict[str, str] = {}
+    for key, value in details.items():
+        if not isinstance(key, str) or not STATUS_DETAILS_KEY_PATTERN.fullmatch(key):
+            raise InvalidRequestError(
+                f"{where} key {key!r} must be 1-128 characters of [a-zA-Z0-9:_-]"
+            )
+        if not isinstance(value, str):
+            raise InvalidRequestError(
+                f"{where} value of {key!r} must be a string, got {type(value).__name__}"
+            )
+        if not 1 <= len(value) <= MAX_STATUS_DETAILS_VALUE_CHARS:
+            raise InvalidRequestError(
+                f"{where} value of {key!r} must be 1-{MAX_STATUS_DETAILS_VALUE_CHARS} characters,"
+                f" got {len(value)}"
+            )
+        for ch in value:
+            if ch not in "\n\t" and (ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0):
+                raise InvalidRequestError(
+                    f"{where} value of {key!r} holds control character {ch!r}"
+                )
+        result[key] = value
+    return result
+
+
+def validate_step_timeout(minutes: object) -> int:
+    """1..10080 minutes, or -1 to discard the step timer; raise InvalidRequestError otherwise."""
+    if isinstance(minutes, bool) or not isinstance(minutes, int):
+        raise InvalidRequestError(f"stepTimeoutInMinutes must be an integer, got {minutes!r}")
+    if minutes != DISCARD_STEP_TIMER and not (
+        MIN_STEP_TIMEOUT_MINUTES <= minutes <= MAX_STEP_TIMEOUT_MINUTES
+    ):
+        raise InvalidRequestError(
+            f"stepTimeoutInMinutes must be {MIN_STEP_TIMEOUT_MINUTES}-{MAX_STEP_TIMEOUT_MINUTES}"
+            f" or -1, got {minutes}"
+        )
+    return minutes
+
+
+class LocalJobsService(JobsService):
+    """Jobs and executions in a ``Store``; notifications through ``publish(topic, payload)``.
+
+    ``minute_seconds`` is how many real seconds one service "minute" lasts, so tests can make
+    step and in-progress timeouts fire quickly. ``things`` returns the known thing names.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        publish: Optional[Publisher] = None,
+        *,
+        minute_seconds: float = 60.0,
+        clock: Callable[[], float] = time.time,
+        things: Callable[[], Sequence[str]] = tuple,
+        run_timers: bool = True,
+    ):
+        if minute_seconds <= 0:
+            raise ValueError(f"minute_seconds must be positive, got {minute_seconds}")
+        self.store = store
+        self.minute_seconds = float(minute_seconds)
+        self._publish = publish
+        self._clock = clock
+        self._things = things
+        # One lock serialises every operation: the queue a thing sees changes atomically and
+        # notifications leave in the order the changes happened.
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._outbox: List[Tuple[str, dict]] = []
+        self._timer_wakeup = threading.Condition(self._lock)
+        self._stopping = threading.Event()
+        self._timer_thread: Optional[threading.Thread] = None
+        if run_timers:
+            self._timer_thread = threading.Thread(
+                target=self._run_timers, name="jobs-timers", daemon=True
+            )
+            self._timer_thread.start()
+
+    # plumbing
+
+    def set_publisher(self, publish: Optional[Publisher]) -> None:
+        """Where notifications go (the data plane's publish); None drops them."""
+        with self._lock:
+            self._publish = publish
+
+    def close(self) -> None:
+        """Stop the timer thread."""
+        self._stopping.set()
+        with self._lock:
+            self._timer_wakeup.notify_all()
+        if self._timer_thread is not None:
+            self._timer_thread.join(5)
+
+    @contextlib.contextmanager
+    def operation(self) -> Iterator[None]:
+        """Hold the service lock; notifications queued inside leave when the outermost ends.
+
+        The data plane publishes its reply inside an operation, so a device sees the
+        ``/accepted`` reply before the notifications its request caused.
+        """
+        with self._lock:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    outbox, self._outbox = self._outbox, []
+                    for topic, body in outbox:
+                        self._send(topic, body)
+
+    def publish(self, topic: str, body: dict) -> None:
+        """Send one message now through the publisher (used for replies)."""
+        self._send(topic, body)
+
+    def _send(self, topic: str, body: dict) -> None:
+        if self._publish is None:
+            return
+        try:
+            self._publish(topic, body)
+        except Exception:  # a transport failure must not undo a committed change
+            log.exception("could not publish to %s", topic)
+
+    def now(self) -> float:
+        return self._clock()
+
+    @contextlib.contextmanager
+    def _watching(self, things: Iterable[str]) -> Iterator[None]:
+        """Compare each thing's pending queue before and after; queue notify / notify-next."""
+        names = list(dict.fromkeys(things))
+        before = {name: self._queue_shape(name) for name in names}
+        yield
+        now = self.now()
+        for name in names:
+            members, head = self._queue_shape(name)
+            old_members, old_head = before[name]
+            pending = None
+            if members != old_members:
+                pending = self.store.pending_executions(name)
+                self._outbox.append(
+                    (f"$aws/things/{name}/jobs/notify", payloads.notify_payload(pending, now))
+                )
+            if head != old_head:
+                if pending is None:
+                    pending = self.store.pending_executions(name)
+                first = pending[0] if pending else None
+                job = self.store.get_job(first.job_id) if first else None
+                self._outbox.append(
+                    (
+                        f"$aws/things/{name}/jobs/notify-next",
+                        payloads.notify_next_payload(first, job, now),
+                    )
+                )
+        self._timer_wakeup.notify_all()
+
+    def _queue_shape(self, thing_name: str) -> Tuple[FrozenSet[Tuple[str, int]], Optional[tuple]]:
+        pending = self.store.pending_executions(thing_name)
+        return frozenset(_key(e) for e in pending), (_key(pending[0]) if pending else None)
+
+    # control plane
+
+    def create_job(
+        self,
+        job_id: str,
+        targets: Sequence[str],
+        document: str,
+        *,
+        description: Optional[str] = None,
+        in_progress_timeout_minutes: Optional[int] = None,
+        retry_criteria: Sequence[RetryCriterion] = (),
+    ) -> Job:
+        _check_job_id(job_id)
+        things = _check_targets(targets)
+        _check_document(document)
+        if description is not None and (
+            not isinstance(description, str) or len(description) > MAX_DESCRIPTION_CHARS
+        ):
+            raise InvalidRequestError(
+                f"description must be a string of at most {MAX_DESCRIPTION_CHARS} characters"
+            )
+        if in_progress_timeout_minutes is not None:
+            if isinstance(in_progress_timeout_minutes, bool) or not isinstance(
+                in_progress_timeout_minutes, int
+            ):
+                raise InvalidRequestError("inProgressTimeoutInMinutes must be an integer")
+            if not 1 <= in_progress_timeout_minutes <= MAX_IN_PROGRESS_TIMEOUT_MINUTES:
+                raise InvalidRequestError(
+                    f"inProgressTimeoutInMinutes must be 1-{MAX_IN_PROGRESS_TIMEOUT_MINUTES},"
+                    f" got {in_progress_timeout_minutes}"
+                )
+        criteria = _check_retry_criteria(retry_criteria)
+        with self.operation():
+            if self.store.get_job(job_id) is not None:
+                raise ResourceAlreadyExistsError(f"Job {job_id} already exists.")
+            now = self.now()
+            job = Job(
+                job_id=job_id,
+                document=document,
+                targets=tuple(things),
+                status=JobStatus.IN_PROGRESS,
+                created_at=now,
+                last_updated_at=now,
+                description=description,
+                in_progress_timeout_minutes=in_progress_timeout_minutes,
+                retry_criteria=criteria,
+            )
+            with self._watching(things), self.store.transaction():
+                self.store.insert_job(job)
+                for thing in things:
+                    self.store.insert_execution(
+                        JobExecution(
+                            job_id=job_id,
+                            thing_name=thing,
+                            status=ExecutionStatus.QUEUED,
+                            execution_number=1,
+                            version_number=1,
+                            queued_at=now,
+                            last_updated_at=now,
+                        )
+                    )
+            log.info("job %s created for %s", job_id, ", ".join(things))
+            return job
+
+    def describe_job(self, job_id: str) -> Job:
+        with self._lock:
+            return self._job(job_id)
+
+    def list_jobs(self) -> Sequence[Job]:
+        """Every job in creation order."""
+        with self._lock:
+            return self.store.list_jobs()
+
+    def job_process_counts(self, job_id: str) -> Dict[ExecutionStatus, int]:
+        with self._lock:
+            self._job(job_id)
+            counts = {status: 0 for status in ExecutionStatus}
+            for execution in self.store.latest_executions_of_job(job_id):
+                counts[execution.status] += 1
+            return counts
+
+    def cancel_job(
+        self,
+        job_id: str,
+        *,
+        force: bool = False,
+        reason_code: Optional[str] = None,
+        comment: Optional[str] = None,
+    ) -> Job:
+        with self.operation():
+            job = self._job(job_id)
+            if job.status is JobStatus.COMPLETED:
+                raise InvalidRequestError(f"Job {job_id} is already completed.")
+            if job.status is JobStatus.CANCELED and not force:
+                raise InvalidRequestError(f"Job {job_id} is already canceled.")
+            now = self.now()
+            latest = self.store.latest_executions_of_job(job_id)
+            with self._watching(e.thing_name for e in latest), self.store.transaction():
+                job = dataclasses.replace(
+                    job,
+                    status=JobStatus.CANCELED,
+                    last_updated_at=now,
+                    force_canceled=job.force_canceled or force,
+                    reason_code=reason_code if reason_code is not None else job.reason_code,
+                    comment=comment if comment is not None else job.comment,
+                )
+                self.store.update_job(job)
+                for execution in latest:
+                    if execution.status is ExecutionStatus.QUEUED or (
+                        force and execution.status is ExecutionStatus.IN_PROGRESS
+                    ):
+                        self._cancel_execution(execution, now, force)
+            log.info("job %s canceled%s", job_id, " with force" if force else "")
+            return job
+
+    def delete_job(self, job_id: str, *, force: bool = False) -> None:
+        with self.operation():
+            self._job(job_id)
+            executions = self.store.executions_of_job(job_id)
+            running = [e for e in executions if e.status is ExecutionStatus.IN_PROGRESS]
+            if running and not force:
+                raise InvalidStateTransitionError(
+                    f"Job {job_id} has executions in progress on "
+                    f"{', '.join(e.thing_name for e in running)}; delete it with force"
+                )
+            with self._watching(e.thing_name for e in executions):
+                self.store.delete_job(job_id)
+            log.info("job %s deleted%s", job_id, " with force" if force else "")
+
+    def describe_job_execution(
+        self, job_id: str, thing_name: str, execution_number: Optional[int] = None
+    ) -> JobExecution:
+        with self._lock:
+            return self._execution(job_id, thing_name, execution_number)
+
+    def list_job_executions_for_job(
+        self, job_id: str, status: Optional[ExecutionStatus] = None
+    ) -> Sequence[JobExecution]:
+        with self._lock:
+            self._job(job_id)
+            executions = self.store.latest_executions_of_job(job_id)
+        return [e for e in executions if status is None or e.status is status]
+
+    def list_job_executions_for_thing(
+        self, thing_name: str, status: Optional[ExecutionStatus] = None
+    ) -> Sequence[JobExecution]:
+        with self._lock:
+            executions = self.store.latest_executions_of_thing(thing_name)
+        return [e for e in executions if status is None or e.status is status]
+
+    def cancel_job_execution(
+        self,
+        job_id: str,
+        thing_name: str,
+        *,
+        force: bool = False,
+        expected_version: Optional[int] = None,
+        status_details: Optional[Mapping[str, str]] = None,
+    ) -> None:
+        details = None if status_details is None else validate_status_details(status_details)
+        with self.operation():
+            execution = self._execution(job_id, thing_name)
+            if execution.status.terminal:
+                raise _with_execution(
+                    InvalidStateTransitionError(
+                        f"Job execution {job_id} on {thing_name} is already "
+                        f"{execution.status.value}"
+                    ),
+                    execution,
+                )
+            if execution.status is ExecutionStatus.IN_PROGRESS and not force:
+                raise _with_execution(
+                    InvalidStateTransitionError(
+                        f"Job execution {job_id} on {thing_name} is IN_PROGRESS;"
+                        " cancel it with force"
+                    ),
+                    execution,
+                )
+            _check_version(execution, expected_version)
+            now = self.now()
+            if details is not None:
+                execution = dataclasses.replace(execution, status_details=details)
+            with self._watching([thing_name]), self.store.transaction():
+                self._cancel_execution(execution, now, force)
+                self._complete_job_if_done(job_id, now)
+            log.info("job %s execution on %s canceled", job_id, thing_name)
+
+    def known_things(self) -> Sequence[str]:
+        return list(self._things())
+
+    # device API (called by the data plane with the thing name taken from the topic)
+
+    def get_pending(self, thing_name: str) -> Sequence[JobExecution]:
+        """The thing's pending executions, IN_PROGRESS first, then QUEUED in queue order."""
+        with self._lock:
+            return self.store.pending_executions(thing_name)
+
+    def start_next(
+        self,
+        thing_name: str,
+        status_details: Optional[Mapping[str, str]] = None,
+        step_timeout_minutes: Optional[int] = None,
+    ) -> Optional[Tuple[JobExecution, Job]]:
+        """Claim the next pending execution (StartNextPendingJobExecution).
+
+        An IN_PROGRESS head is returned unchanged (its statusDetails are not touched); a
+        QUEUED head becomes IN_PROGRESS with ``status_details`` and version + 1. Returns None
+        when nothing is pending.
+        """
+        details = None if status_details is None else validate_status_details(status_details)
+        if step_timeout_minutes is not None:
+            validate_step_timeout(step_timeout_minutes)
+        with self.operation():
+            pending = self.store.pending_executions(thing_name)
+            if not pending:
+                return None
+            head = pending[0]
+            job = self._job(head.job_id)
+            if head.status is ExecutionStatus.IN_PROGRESS:
+                return head, job
+            now = self.now()
+            with self._watching([thing_name]), self.store.transaction():
+                head = self._start(head, job, now, details, step_timeout_minutes)
+            log.info("job %s started on %s by start-next", head.job_id, thing_name)
+            return head, job
+
+    def describe_for_device(
+        self, thing_name: str, job_id: str, execution_number: Optional[int] = None
+    ) -> Optional[Tuple[JobExecution, Job]]:
+        """DescribeJobExecution over MQTT; ``$next`` gives the head or None.
+
+        Raises ResourceNotFoundError, or TerminalStateError for a terminal execution
+        (DG:jobs-api TerminalStateReached: "describe ... on a job in a terminal state").
+        """
+        with self._lock:
+            if job_id == NEXT:
+                pending = self.store.pending_executions(thing_name)
+                if not pending:
+                    return None
+                return pending[0], self._job(pending[0].job_id)
+            execution = self._execution(job_id, thing_name, execution_number)
+            if execution.status.terminal:
+                raise TerminalStateError(
+                    f"Job execution {job_id} on {thing_name} is in terminal status "
+                    f"{execution.status.value}"
+                )
+            return execution, self._job(job_id)
+
+    def update_execution(
+        self,
+        thing_name: str,
+        job_id: str,
+        status: ExecutionStatus,
+        *,
+        status_details: Optional[Mapping[str, str]] = None,
+        expected_version: Optional[int] = None,
+        execution_number: Optional[int] = None,
+        step_timeout_minutes: Optional[int] = None,
+    ) -> Tuple[JobExecution, Job]:
+        """UpdateJobExecution from the device; returns the updated execution and its job.
+
+        Raises ResourceNotFoundError; InvalidStateTransitionError (with ``.execution``) when
+        the execution is terminal or ``status`` is not device-settable; VersionConflictError
+        (with ``.execution``) when ``expected_version`` differs; InvalidRequestError.
+        """
+        details = None if status_details is None else validate_status_details(status_details)
+        if step_timeout_minutes is not None:
+            validate_step_timeout(step_timeout_minutes)
+        with self.operation():
+            execution = self._execution(job_id, thing_name, execution_number)
+            job = self._job(job_id)
+            if execution.status.terminal:
+                raise _with_execution(
+                    InvalidStateTransitionError(
+                        f"Job execution {job_id} on {thing_name} is already "
+                        f"{execution.status.value}: a terminal status is final"
+                    ),
+                    execution,
+                )
+            if not status.device_settable:
+                raise _with_execution(
+                    InvalidStateTransitionError(
+                        f"a device cannot set status {status.value} on job execution {job_id}"
+                    ),
+                    execution,
+                )
+            _check_version(execution, expected_version)
+            now = self.now()
+            with self._watching([thing_name]), self.store.transaction():
+                if status is ExecutionStatus.IN_PROGRESS:
+                    if execution.status is ExecutionStatus.QUEUED:
+                        execution = self._start(
+                            execution, job, now, details, step_timeout_minutes
+                        )
+                    else:
+                        execution = dataclasses.replace(
+                            execution,
+                            version_number=execution.version_number + 1,
+                            last_updated_at=now,
+                            status_details=execution.status_details if details is None else details,
+                            step_deadline=self._step_deadline(
+                                execution, now, step_timeout_minutes
+                            ),
+                        )
+                        self.store.update_execution(execution)
+                else:
+                    # QUEUED -> SUCCEEDED/FAILED/REJECTED is allowed: the DG shows QUEUED ->
+                    # REJECTED, and nothing documents a refusal of the others.
+                    execution = dataclasses.replace(
+                        execution,
+                        status=status,
+                        version_number=execution.version_number + 1,
+                        last_updated_at=now,
+                        status_details=execution.status_details if details is None else details,
+                        in_progress_deadline=None,
+                        step_deadline=None,
+                    )
+                    self.store.update_execution(execution)
+                    self._after_terminal(execution, job, now)
+            log.info(
+                "job %s execution %s on %s updated to %s (version %s)",
+                job_id,
+                execution.execution_number,
+                thing_name,
+                status.value,
+                execution.version_number,
+            )
+            return execution, job
+
+    # internals (called with the lock held)
+
+    def _job(self, job_id: str) -> Job:
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise ResourceNotFoundError(f"Job {job_id} does not exist")
+        return job
+
+    def _execution(
+        self, job_id: str, thing_name: str, execution_number: Optional[int] = None
+    ) -> JobExecution:
+        execution = self.store.get_execution(job_id, thing_name, execution_number)
+        if execution is None:
+            number = "" if execution_number is None else f" number {execution_number}"
+            raise ResourceNotFoundError(
+                f"Job execution{number} of job {job_id} on thing {thing_name} does not exist"
+            )
+        return execution
+
+    def _minutes(self, minutes: float) -> float:
+        return minutes * self.minute_seconds
+
+    def _step_deadline(
+        self, execution: JobExecution, now: float, step_timeout_minutes: Optional[int]
+    ) -> Optional[float]:
+        if step_timeout_minutes is None:
+            return execution.step_deadline
+        if step_timeout_minutes == DISCARD_STEP_TIMER:
+            return None
+        return now + self._minutes(step_timeout_minutes)
+
+    def _start(
+        self,
+        execution: JobExecution,
+        job: Job,
+        now: float,
+        details: Optional[Mapping[str, str]],
+        step_timeout_minutes: Optional[int],
+    ) -> JobExecution:
+        in_progress_deadline = None
+        if job.in_progress_timeout_minutes is not None:
+            in_progress_deadline = now + self._minutes(job.in_progress_timeout_minutes)
+        started = dataclasses.replace(
+            execution,
+            status=ExecutionStatus.IN_PROGRESS,
+            version_number=execution.version_number + 1,
+            started_at=now,
+            last_updated_at=now,
+            status_details=execution.status_details if details is None else details,
+            in_progress_deadline=in_progress_deadline,
+            step_deadline=self._step_deadline(execution, now, step_timeout_minutes),
+        )
+        self.store.update_execution(started)
+        return started
+
+    def _cancel_execution(self, execution: JobExecution, now: float, force: bool) -> None:
+        self.store.update_execution(
+            dataclasses.replace(
+                execution,
+                status=ExecutionStatus.CANCELED,
+                last_updated_at=now,
+                force_canceled=force and execution.status is ExecutionStatus.IN_PROGRESS,
+                in_progress_deadline=None,
+                step_deadline=None,
+            )
+        )
+
+    def _after_terminal(self, execution: JobExecution, job: Job, now: float) -> None:
+        """Queue a retry when the job's retry config asks for one; else maybe complete the job."""
+        if job.status is JobStatus.IN_PROGRESS and self._should_retry(execution, job):
+            retry = JobExecution(
+                job_id=execution.job_id,
+                thing_name=execution.thing_name,
+                status=ExecutionStatus.QUEUED,
+                execution_number=execution.execution_number + 1,
+                version_number=1,
+                queued_at=now,
+                last_updated_at=now,
+                retry_attempt=execution.retry_attempt + 1,
+            )
+            self.store.insert_execution(retry)
+            log.info(
+                "job %s on %s: %s, retry %s queued as execution %s",
+                job.job_id,
+                execution.thing_name,
+                execution.status.value,
+                retry.retry_attempt,
+                retry.execution_number,
+            )
+            return
+        self._complete_job_if_done(job.job_id, now)
+
+    def _should_retry(self, execution: JobExecution, job: Job) -> bool:
+        if execution.status not in (ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT):
+            return False
+        if execution.retry_attempt >= MAX_RETRIES_PER_EXECUTION:
+            return False
+        failure = RetryFailureType(execution.status.value)
+        criterion = next((c for c in job.retry_criteria if c.failure_type is failure), None)
+        if criterion is None:
+            criterion = next(
+                (c for c in job.retry_criteria if c.failure_type is RetryFailureType.ALL), None
+            )
+        if criterion is None:
+            return False
+        counted = (
+            {ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT}
+            if criterion.failure_type is RetryFailureType.ALL
+            else {execution.status}
+        )
+        failures = sum(
+            1
+            for e in self.store.executions_of_job(job.job_id)
+            if e.thing_name == execution.thing_name and e.status in counted
+        )
+        return failures <= criterion.number_of_retries
+
+    def _complete_job_if_done(self, job_id: str, now: float) -> None:
+        job = self.store.get_job(job_id)
+        if job is None or job.status is not JobStatus.IN_PROGRESS:
+            return
+        if all(e.status.terminal for e in self.store.latest_executions_of_job(job_id)):
+            self.store.update_job(
+                dataclasses.replace(
+                    job, status=JobStatus.COMPLETED, completed_at=now, last_updated_at=now
+                )
+            )
+            log.info("job %s completed", job_id)
+
+    # timers
+
+    def expire_due(self) -> int:
+        """Turn every IN_PROGRESS execution past a deadline TIMED_OUT; return how many."""
+        with self.operation():
+            now = self.now()
+            expired = self.store.expired_executions(now)
+            for execution in expired:
+                job = self.store.get_job(execution.job_id)
+                with self._watching([execution.thing_name]), self.store.transaction():
+                    timed_out = dataclasses.replace(
+                        execution,
+                        status=ExecutionStatus.TIMED_OUT,
+                        last_updated_at=now,
+                        in_progress_deadline=None,
+                        step_deadline=None,
+                    )
+                    self.store.update_execution(timed_out)
+                    if job is not None:
+                        self._after_terminal(timed_out, job, now)
+                log.info(
+                    "job %s execution %s on %s TIMED_OUT",
+                    execution.job_id,
+                    execution.execution_number,
+                    execution.thing_name,
+                )
+            return len(expired)
+
+    def _run_timers(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.expire_due()
+                with self._lock:
+                    deadline = self.store.next_deadline()
+                    wait = 3600.0 if deadline is None else max(0.0, deadline - self.now())
+                    if wait > 0 and not self._stopping.is_set():
+                        # Woken early by any change (_watching notifies) to re-read deadlines.
+                        self._timer_wakeup.wait(min(wait, 3600.0))
+            except Exception:
+                log.exception("timer check failed; retrying in a second")
+                self._stopping.wait(1.0)
+
+
+def _check_version(execution: JobExecution, expected_version: Optional[int]) -> None:
+    if expected_version is not None and expected_version != execution.version_number:
+        raise _with_execution(
+            VersionConflictError(
+                f"Job execution {execution.job_id} on {execution.thing_name} is at version "
+                f"{execution.version_number}, not {expected_version}"
+            ),
+            execution,
+        )
+
+
+def _check_job_id(job_id: object) -> None:
+    if not isinstance(job_id, str) or not JOB_ID_PATTERN.fullmatch(job_id):
+        raise InvalidRequestError(
+            f"invalid jobId {job_id!r}: expected 1-64 characters of [a-zA-Z0-9_-]"
+        )
+
+
+def _check_targets(targets: Sequence[str]) -> List[str]:
+    if isinstance(targets, str) or not targets:
+        raise InvalidRequestError("targets must name at least one thing")
+    things = []
+    for thing in targets:
+        if not isinstance(thing, str) or not THING_NAME_PATTERN.fullmatch(thing):
+            raise InvalidRequestError(
+                f"invalid thing name {thing!r} in targets: expected 1-128 characters of "
+                "[a-zA-Z0-9:_-]"
+            )
+        if thing not in things:
+            things.append(thing)
+    return things
+
+
+def _check_document(document: object) -> None:
+    if not isinstance(document, str):
+        raise InvalidRequestError("document must be JSON text")
+    if len(document) > MAX_JOB_DOCUMENT_CHARS:
+        raise InvalidRequestError(
+            f"document is {len(document)} characters; the limit is {MAX_JOB_DOCUMENT_CHARS}"
+        )
+    try:
+        parsed = json.loads(document)
+    except ValueError as error:
+        raise InvalidRequestError(f"document is not valid JSON: {error}") from None
+    if not isinstance(parsed, dict):
+        raise InvalidRequestError("document must be a JSON object")
+
+
+def _check_retry_criteria(criteria: Sequence[RetryCriterion]) -> Tuple[RetryCriterion, ...]:
+    criteria = tuple(criteria or ())
+    if len(criteria) > 2:
+        raise InvalidRequestError("jobExecutionsRetryConfig.criteriaList holds at most 2 items")
+    seen = set()
+    for criterion in criteria:
+        if not isinstance(criterion, RetryCriterion):
+            raise InvalidRequestError(f"invalid retry criterion {criterion!r}")
+        if criterion.failure_type in seen:
+            raise InvalidRequestError(
+                f"failureType {criterion.failure_type.value} appears twice in criteriaList"
+            )
+        seen.add(criterion.failure_type)
+        n = criterion.number_of_retries
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 10:
+            raise InvalidRequestError(f"numberOfRetries must be 0-10, got {n!r}")
+    if sum(c.number_of_retries for c in criteria) > MAX_RETRIES_PER_EXECUTION:
+        raise InvalidRequestError("at most 10 retries for both failure types combined")
+    return criteria
+
+
+# the service process
+
+
+def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m local_jobs.service", description="Run the local AWS IoT Jobs service."
+    )
+    parser.add_argument("--db", required=True, help="SQLite file of jobs and executions")
+    parser.add_argument("--mqtt-host", default="127.0.0.1")
+    parser.add_argument("--mqtt-port", type=int, required=True)
+    parser.add_argument("--certs", required=True, help="certificate folder")
+    parser.add_argument("--documents-dir", help="folder for relative CreateJob documentSource")
+    parser.add_argument("--control-host", default="127.0.0.1")
+    parser.add_argument("--control-port", type=int, default=0, help="0: no control plane")
+    parser.add_argument("--minute-seconds", type=float, default=60.0)
+    parser.add_argument("--requests-per-second", type=float, default=0.0,
+                        help="per-thing request limit before RequestThrottled (0: none)")
+    parser.add_argument("--ready-file", help="holds the count of successful subscriptions")
+    parser.add_argument("--log-file")
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the service until SIGTERM or SIGINT: data plane on MQTT, control plane on HTTP."""
+    from local_jobs.certificates import ensure_certificates
+    from local_jobs.data_plane import DataPlane
+
+    args = _parse_args(argv)
+    handler: logging.Handler = (
+        logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler()
+    )
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    )
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    certs = ensure_certificates(args.certs)
+    store = Store(args.db)
+    service = LocalJobsService(store, minute_seconds=args.minute_seconds, things=certs.thing_names)
+    subscriptions = [0]
+
+    def on_subscribed() -> None:
+        subscriptions[0] += 1
+        if args.ready_file:
+            tmp = Path(args.ready_file + ".tmp")
+            tmp.write_text(f"{subscriptions[0]}\n")
+            os.replace(tmp, args.ready_file)
+
+    plane = DataPlane(
+        service,
+        host=args.mqtt_host,
+        port=args.mqtt_port,
+        ca=certs.ca.certificate,
+        certificate=certs.service.certificate,
+        private_key=certs.service.private_key,
+        requests_per_second=args.requests_per_second or None,
+        on_subscribed=on_subscribed,
+    )
+    control = None
+    try:
+        if args.control_port:
+            control = _start_control_plane(
+                service, args.control_host, args.control_port, args.documents_dir
+            )
+        plane.start()
+        log.info(
+            "local Jobs service running: MQTT %s:%s, control plane %s",
+            args.mqtt_host,
+            args.mqtt_port,
+            f"http://{args.control_host}:{args.control_port}" if control else "off",
+        )
+        while not stop.wait(0.1):
+            pass
+        log.info("stopping")
+    finally:
+        if control is not None:
+            control.shutdown()
+        plane.stop()
+        service.close()
+        store.close()
+    return 0
+
+
+def _start_control_plane(
+    service: LocalJobsService, host: str, port: int, documents_dir: Optional[str]
+):
+    try:
+        from local_jobs import control_plane
+    except ImportError as error:
+        if getattr(error, "name", None) != "local_jobs.control_plane":
+            raise
+        log.warning("local_jobs.control_plane is not available: no control plane")
+        return None
+    if documents_dir:
+        server = control_plane.serve(service, host, port, documents_dir=documents_dir)
+    else:
+        server = control_plane.serve(service, host, port)
+    log.info("control plane listening on %s", server.server_address)
+    return server
+
+
+if __name__ == "__main__":
+    sys.exit(main())
