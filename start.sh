@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Run the agent from this folder.
+#
+#   ./start.sh [AGENT ARGUMENTS...]     the agent with ./settings.conf (or --settings FILE)
+#   ./start.sh --local                  the agent against a local Jobs service and broker, with
+#                                       demo certificates, settings and a throwaway apt root,
+#                                       all under .local/ (no AWS account needed)
+#   ./start.sh --local --demo           one sample APT_UPDATE job end to end; exit status 0
+#                                       when it SUCCEEDED
+#
+# First use makes the virtual environment .venv from /usr/bin/python3 with
+# --system-site-packages (python3-apt comes from the distribution, never from PyPI) and
+# installs the pinned requirements into it; later runs only reinstall when they change.
+set -uo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$here" || exit 2
+# shellcheck source=scripts/setup.sh
+. scripts/setup.sh
+
+# What the local demo needs from the distribution: the broker, python-apt, venv, the
+# certificate library of the local service, and dpkg-dev to build the demo repository.
+LOCAL_DEBIAN_PACKAGES=(mosquitto python3-apt python3-venv python3-cryptography dpkg-dev
+    ca-certificates)
+
+check_python_apt() {
+    if ! "$here/.venv/bin/python" -c 'import apt, apt_pkg' 2>/dev/null; then
+        echo "python3-apt is not importable. It comes from the distribution, not from PyPI:" >&2
+        echo "    sudo apt-get install -y python3-apt" >&2
+        echo "(if it is installed, remove .venv and run this again: it is recreated" >&2
+        echo " from $SYSTEM_PYTHON with --system-site-packages)" >&2
+        exit 2
+    fi
+}
+
+if [ "${1:-}" = "--local" ]; then
+    shift
+    ensure_debian_packages "${LOCAL_DEBIAN_PACKAGES[@]}" || exit 2
+    ensure_venv "$here/.venv" requirements.txt requirements-local.txt || exit 2
+    check_python_apt
+    exec "$here/.venv/bin/python" -m local_jobs.demo --dir "$here/.local" "$@"
+fi
+
+ensure_venv "$here/.venv" requirements.txt || exit 2
+check_python_apt
+
+has_settings_argument=0
+for argument in "$@"; do
+    case $argument in
+        --settings | --settings=* | -h | --help) has_settings_argument=1 ;;
+    esac
+done
+if [ "$has_settings_argument" = 0 ]; then
+    if [ ! -f settings.conf ]; then
+        cat >&2 <<EOF
+No settings file: $here/settings.conf does not exist.
+Make one from the example and fill in [connection] (endpoint, thing name, certificates):
+    cp settings.conf.example settings.conf && \${EDITOR:-nano} settings.conf
+(README.md, "AWS setup", shows how to get each value), or give another file with
+    ./start.sh --settings /path/to/settings.conf
+To see the agent work without an AWS account, run the local demo instead:
+    ./start.sh --local
+EOF
+        exit 2
+    fi
+    set -- --settings "$here/settings.conf" "$@"
+fi
+exec "$here/.venv/bin/python" "$here/jobs_agent.py" "$@"
