@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from systemd_fixtures import REPO_ROOT
 
 INSTALL = str(Path(REPO_ROOT) / "systemd" / "install.sh")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 import pytest
+from systemd_fixtures import NotifySocket
 
 from agent.systemd_notify import SystemdNotifier
-from systemd_fixtures import NotifySocket
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from systemd_fixtures import REPO_ROOT
 
 UNIT = Path(REPO_ROOT) / "systemd" / "iot-jobs-agent.service"
