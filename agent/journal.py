@@ -22,6 +22,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+FINAL_STATUSES = ("SUCCEEDED", "FAILED", "REJECTED")
 MAX_FINISHED = 200
 
 
@@ -129,8 +130,8 @@ def state_from_json(text: str) -> JournalState:
             status=_field(raw, "status", str, optional=True),
             status_details=details,
         )
-        if current.phase is Phase.FINAL and current.status is None:
-            raise ValueError("phase FINAL without a status")
+        if current.phase is Phase.FINAL and current.status not in FINAL_STATUSES:
+            raise ValueError(f"phase FINAL with status {current.status!r}")
     finished = document.get("finished", [])
     if not isinstance(finished, list) or not all(
         isinstance(item, list)
@@ -155,6 +156,9 @@ class Journal:
         self.path = self.directory / self.FILE_NAME
         self._tmp_path = self.directory / (self.FILE_NAME + ".tmp")
         self.unreadable_path = self.directory / (self.FILE_NAME + ".unreadable")
+        # Set by load(): True when a journal file was there and readable, so that what it
+        # does not record did not happen (a handler never starts before RUNNING is saved).
+        self.trusted = False
 
     def load(self) -> JournalState:
         """The saved state; an empty one when there is none or it cannot be read.
@@ -169,6 +173,7 @@ class Journal:
             pass
         except OSError as error:
             log.warning("cannot remove %s: %s", self._tmp_path, error)
+        self.trusted = False
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -176,9 +181,11 @@ class Journal:
         except (OSError, UnicodeDecodeError) as error:
             return self._set_aside(f"cannot read it: {error}")
         try:
-            return state_from_json(text)
+            state = state_from_json(text)
         except ValueError as error:  # json.JSONDecodeError is a ValueError
             return self._set_aside(f"unreadable content: {error}")
+        self.trusted = True
+        return state
 
     def _set_aside(self, why: str) -> JournalState:
         log.error(
@@ -195,8 +202,10 @@ class Journal:
         return JournalState()
 
     def save(self, state: JournalState) -> None:
-        """Replace the journal with ``state`` atomically and durably. Raises OSError."""
+        """Replace the journal with ``state`` atomically and durably; make the state
+        directory (mode 0700) if missing. Raises OSError."""
         data = state_to_json(state).encode("utf-8")
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self._tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             view = memoryview(data)

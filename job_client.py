@@ -1,0 +1,1134 @@
+"""Speak the AWS IoT Jobs device protocol over AWSIoTPythonSDK and run one job at a time.
+
+    job_client = JobClient(mqtt_client, thing_name, journal=Journal(state_dir))
+    job_client.add_handler(get_job_type, "APT_UPDATE", execute_apt_update)
+    job_client.start()
+    ...
+    job_client.stop()
+
+Threads. SDK callbacks only parse and enqueue: the SDK calls them one at a time on its own
+thread, and a synchronous SDK call made inside one deadlocks. The ``jobs-protocol`` thread owns
+all protocol state: it connects, subscribes, claims work, sends updates and reads replies. The
+``jobs-worker`` thread runs handlers, so replies, progress updates and heartbeats keep flowing
+while a long job runs. Both block on queues; timers are queue timeouts.
+
+Protocol (../shared/jobs-api.md). Work is claimed with start-next at start, on every
+reconnect, whenever ``notify``/``notify-next`` hints that work may be waiting while we are idle,
+after every finished job, and every ``poll_interval_seconds`` while idle as a safety net.
+Exactly one request is in flight at a time, each with a fresh ``clientToken``; a reply to any
+other token, for another job or on another thing's topic is ignored. Updates are QoS 1 with
+``expectedVersion`` from the last accepted state; ``VersionMismatch`` is recovered from the
+``executionState`` the service returns; ``RequestThrottled``, ``InternalError`` and silence
+are retried with capped exponential backoff. An update rejected with
+``InvalidStateTransition``, ``TerminalStateReached`` or ``ResourceNotFound`` means the service
+ended the execution (canceled, timed out, deleted): the client stops reporting for it, tells
+the handler through ``JobContext.should_stop()`` and moves on once the handler returns.
+
+Statuses. IN_PROGRESS with the handler's progress (throttled) and ``stepTimeoutInMinutes``
+heartbeats; SUCCEEDED only when the handler returned; FAILED with a ``reason`` when it raised;
+REJECTED with a ``reason`` for a document no handler accepts, a document that is not a JSON
+object, or ``JobRejected``.
+
+Crash safety (agent/journal.py). Before a handler starts, the execution is recorded as
+RUNNING; a final status is recorded before it is sent and forgotten only once the service
+accepted it (or said the execution is terminal or gone). After a restart the pending final
+status is delivered first. An interrupted execution (RUNNING in the journal, and start-next
+hands it back) is run again when its handler is ``safe_to_rerun``, up to ``max_attempts``
+starts in all, else reported FAILED with the reason "interrupted by agent restart".
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import queue
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Mapping, MutableMapping, Optional, Tuple
+
+from AWSIoTPythonSDK.exception.operationError import operationError
+from AWSIoTPythonSDK.exception.operationTimeoutException import operationTimeoutException
+
+from agent.errors import JobError, JobFailed, JobRejected
+from agent.journal import JobRecord, Journal, JournalState, Phase
+from agent.status_details import fit_status_details
+
+__all__ = [
+    "JobClient",
+    "JobContext",
+    "JobFailed",
+    "JobRejected",
+    "Outcome",
+    "Status",
+]
+
+log = logging.getLogger(__name__)
+
+Filter = Callable[[Any], Any]
+Handler = Callable[[dict, "JobContext"], Optional[Mapping[str, str]]]
+
+QOS = 1
+RUN_ID_KEY = "agentRun"  # statusDetails key start-next sets, naming the agent run that claimed
+RETRYABLE_CODES = frozenset(("RequestThrottled", "InternalError"))
+GONE_CODES = frozenset(("InvalidStateTransition", "TerminalStateReached", "ResourceNotFound"))
+SERVICE_TERMINAL_STATUSES = frozenset(
+    ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "CANCELED", "REMOVED")
+)
+INTERRUPTED_REASON = "interrupted by agent restart"
+
+
+class Status(str, enum.Enum):
+    """The execution statuses a device reports."""
+
+    IN_PROGRESS = "IN_PROGRESS"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    REJECTED = "REJECTED"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A final status and the statusDetails that explain it."""
+
+    status: Status
+    details: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def failed(cls, reason: str, code: Optional[str] = None, **details: str) -> Outcome:
+        return cls(Status.FAILED, failure_details(reason, code, details))
+
+    @classmethod
+    def rejected(cls, reason: str, code: Optional[str] = None, **details: str) -> Outcome:
+        return cls(Status.REJECTED, failure_details(reason, code, details))
+
+
+def failure_details(
+    reason: str, code: Optional[str], details: Optional[Mapping[str, Any]] = None
+) -> Dict[str, str]:
+    """statusDetails for FAILED/REJECTED: ``reason`` and ``errorCode`` first, so they survive
+    the ten-pair limit, then the extra ``details``."""
+    result: Dict[str, Any] = {"reason": reason}
+    if code:
+        result["errorCode"] = code
+    for key, value in (details or {}).items():
+        result.setdefault(key, value)
+    return fit_status_details(result)
+
+
+def outcome_of_error(error: JobError) -> Outcome:
+    """The final status a handler's JobRejected/JobFailed asks for."""
+    status = Status.REJECTED if isinstance(error, JobRejected) else Status.FAILED
+    return Outcome(status, failure_details(error.reason, error.code, error.details))
+
+
+class _JobLogAdapter(logging.LoggerAdapter):
+    """Prefixes every line with the job id."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> Tuple[Any, Any]:
+        return f"job {self.extra['job_id']}: {msg}", kwargs
+
+
+class JobContext:
+    """What a handler knows about its job and how it talks back.
+
+    ``job_id``, ``execution_number``, ``attempt`` (1 on the first run, more when resumed after
+    an agent restart) and ``log`` (a logger adapter that prefixes the job id).
+    """
+
+    def __init__(self, job_id: str, execution_number: int, attempt: int, wake: Callable[[], None]):
+        self.job_id = job_id
+        self.execution_number = execution_number
+        self.attempt = attempt
+        self.log = _JobLogAdapter(logging.getLogger("job_client.handler"), {"job_id": job_id})
+        self._wake = wake
+        self._lock = threading.Lock()  # guards _unsent and _latest
+        self._unsent: Optional[Dict[str, str]] = None
+        self._latest: Optional[Dict[str, str]] = None
+        self._stop = threading.Event()
+        self._stop_reason = ""
+
+    def report_progress(self, details: Mapping[str, Any]) -> None:
+        """Report IN_PROGRESS with these statusDetails. Never blocks.
+
+        Updates are throttled (the latest details win) and each one also refreshes the step
+        timeout. Raises TypeError if ``details`` is not a mapping.
+        """
+        fitted = fit_status_details(details)
+        with self._lock:
+            had_unsent = self._unsent is not None
+            self._unsent = fitted
+            self._latest = fitted
+        if not had_unsent:
+            self._wake()
+
+    def should_stop(self) -> bool:
+        """True once the service ended the job (canceled, timed out, deleted) or the agent is
+        shutting down; a handler should then finish or give up as soon as it safely can."""
+        return self._stop.is_set()
+
+    @property
+    def stop_reason(self) -> str:
+        """Why ``should_stop()`` is true ("" while it is not)."""
+        return self._stop_reason
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``, waking early when the job should stop; returns
+        ``should_stop()``."""
+        return self._stop.wait(seconds)
+
+    def _request_stop(self, reason: str) -> None:
+        if not self._stop.is_set():
+            self._stop_reason = reason
+            self._stop.set()
+
+    def _take_unsent(self) -> Optional[Dict[str, str]]:
+        with self._lock:
+            unsent, self._unsent = self._unsent, None
+            return unsent
+
+    def _has_unsent(self) -> bool:
+        with self._lock:
+            return self._unsent is not None
+
+    def _latest_details(self) -> Optional[Dict[str, str]]:
+        with self._lock:
+            return self._latest
+
+
+@dataclass(frozen=True)
+class _Registration:
+    filter: Filter
+    value: Any
+    handler: Handler
+    safe_to_rerun: bool
+
+
+@dataclass
+class _Job:
+    """The execution in hand, as the protocol thread sees it."""
+
+    job_id: str
+    execution_number: int
+    version: int
+    attempt: int = 0
+    document: Any = None
+    registration: Optional[_Registration] = None
+    context: Optional[JobContext] = None
+    final: Optional[Outcome] = None  # decided, not yet acknowledged
+    final_fallback: int = 0  # how far the final statusDetails were cut after InvalidRequest
+    gone: str = ""  # why the service no longer takes updates for it
+    last_update_at: float = 0.0
+    next_progress_at: float = 0.0
+    check_wanted: bool = False
+
+    @property
+    def key(self) -> Tuple[str, int]:
+        return (self.job_id, self.execution_number)
+
+
+class _Kind(enum.Enum):
+    CLAIM = "start-next"
+    UPDATE = "update"
+
+
+@dataclass
+class _Request:
+    kind: _Kind
+    token: str
+    deadline: float
+    job: Optional[_Job] = None
+    status: Optional[Status] = None
+
+
+class _Event(enum.Enum):
+    MESSAGE = "message"
+    ONLINE = "online"
+    OFFLINE = "offline"
+    PROGRESS = "progress"
+    DONE = "done"
+    STOP = "stop"
+
+
+class JobClient:
+    """Runs AWS IoT Jobs for one thing, one at a time, through registered handlers.
+
+    ``mqtt_client`` is a configured, not yet connected ``AWSIoTMQTTClient`` (see
+    agent/mqtt.py); the client connects it, sets its ``onOnline``/``onOffline`` and
+    disconnects it in ``stop()``. Without a ``journal`` nothing survives a restart.
+
+    Health, for a watchdog: ``ready`` (set once connected, subscribed and the first claim
+    sent), ``is_connected()``, ``last_online`` (``time.monotonic()`` of the last connect) and
+    ``offline_seconds()``.
+    """
+
+    def __init__(
+        self,
+        mqtt_client: Any,
+        thing_name: str,
+        *,
+        journal: Optional[Journal] = None,
+        step_timeout_minutes: int = 10,
+        heartbeat_seconds: Optional[float] = None,
+        progress_interval_seconds: float = 5.0,
+        shutdown_grace_seconds: float = 60.0,
+        request_timeout_seconds: float = 10.0,
+        retry_max_seconds: float = 30.0,
+        poll_interval_seconds: float = 600.0,
+        max_attempts: int = 3,
+        keepalive_seconds: int = 60,
+        on_ready: Optional[Callable[[], None]] = None,
+    ) -> None:
+        if not thing_name:
+            raise ValueError("thing_name must not be empty")
+        if not 1 <= step_timeout_minutes <= 10080:
+            raise ValueError(f"step_timeout_minutes must be 1-10080, got {step_timeout_minutes}")
+        if heartbeat_seconds is None:
+            heartbeat_seconds = step_timeout_minutes * 60.0 / 3
+        if not 0 < heartbeat_seconds < step_timeout_minutes * 60.0:
+            raise ValueError(
+                f"heartbeat_seconds must be below the step timeout, got {heartbeat_seconds}"
+            )
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        self._mqtt = mqtt_client
+        self.thing_name = thing_name
+        self._journal = journal
+        self._step_timeout_minutes = step_timeout_minutes
+        self._heartbeat_seconds = heartbeat_seconds
+        self._progress_interval = progress_interval_seconds
+        self._grace_seconds = shutdown_grace_seconds
+        self._request_timeout = request_timeout_seconds
+        self._retry_max = retry_max_seconds
+        self._poll_interval = poll_interval_seconds
+        self._max_attempts = max_attempts
+        self._keepalive = keepalive_seconds
+        self._on_ready = on_ready
+        self._prefix = f"$aws/things/{thing_name}/jobs/"
+        self._handlers: list = []
+        self._run_id = uuid.uuid4().hex[:12]
+
+        self.ready = threading.Event()
+        self.last_online: Optional[float] = None
+        self._online = False
+        self._offline_since = time.monotonic()
+        self._events: queue.Queue = queue.Queue()
+        self._work: queue.Queue = queue.Queue()
+        self._stop_requested = threading.Event()
+        self._protocol_thread: Optional[threading.Thread] = None
+        self._worker_thread: Optional[threading.Thread] = None
+
+        # Protocol state: touched only by the protocol thread once started.
+        self._state = JournalState()
+        self._journal_trusted = False
+        self._job: Optional[_Job] = None
+        self._worker_busy = False
+        self._inflight: Optional[_Request] = None
+        self._claim_wanted = True
+        self._failures = 0
+        self._retry_at = 0.0
+        self._next_poll_at = 0.0
+        self._stopping = False
+        self._stop_deadline = 0.0
+        self._final_deadline: Optional[float] = None
+        self._connected_once = False
+
+    # public API
+
+    def add_handler(
+        self,
+        filter: Filter,  # the name the original example used
+        value: Any,
+        handler: Handler,
+        *,
+        safe_to_rerun: Optional[bool] = None,
+    ) -> None:
+        """Run ``handler`` for documents where ``filter(document) == value``; the first
+        registration that matches wins.
+
+        ``safe_to_rerun=None`` takes ``handler.safe_to_rerun`` (default False): whether a run
+        interrupted by an agent restart may be started again. Raises TypeError for a filter or
+        handler that is not callable, RuntimeError after ``start()``.
+        """
+        if not callable(filter):
+            raise TypeError(f"filter must be callable, got {filter!r}")
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, got {handler!r}")
+        if self._protocol_thread is not None:
+            raise RuntimeError("add_handler() must be called before start()")
+        if safe_to_rerun is None:
+            safe_to_rerun = bool(getattr(handler, "safe_to_rerun", False))
+        self._handlers.append(_Registration(filter, value, handler, safe_to_rerun))
+
+    def start(self) -> None:
+        """Start the protocol and worker threads and return at once.
+
+        The protocol thread connects (retrying with backoff until ``stop()``), subscribes,
+        delivers any final status the journal holds and claims work. Raises RuntimeError when
+        called twice, OSError when the journal cannot be written.
+        """
+        if self._protocol_thread is not None:
+            raise RuntimeError("JobClient already started")
+        if self._journal is not None:
+            self._state = self._journal.load()
+            self._journal_trusted = self._journal.trusted
+            # Write at once: a state directory we cannot write is a start-up error, and from
+            # now on the journal file exists, so its silence about an execution is meaningful.
+            self._journal.save(self._state)
+        self._restore_pending_final()
+        self._mqtt.onOnline = self._sdk_online
+        self._mqtt.onOffline = self._sdk_offline
+        self._worker_thread = threading.Thread(target=self._work_loop, name="jobs-worker")
+        self._worker_thread.daemon = True  # a hung handler must not keep the process alive
+        self._protocol_thread = threading.Thread(target=self._protocol_main, name="jobs-protocol")
+        self._worker_thread.start()
+        self._protocol_thread.start()
+
+    def stop(self, grace_seconds: Optional[float] = None) -> None:
+        """Take no new job, let the running one finish within ``grace_seconds`` (default: the
+        constructor's ``shutdown_grace_seconds``), else report it FAILED; deliver the final
+        status if the service answers in time, disconnect, and return."""
+        grace = self._grace_seconds if grace_seconds is None else grace_seconds
+        self._stop_requested.set()
+        self._events.put((_Event.STOP, grace))
+        thread = self._protocol_thread
+        if thread is not None:
+            thread.join(grace + 3 * self._request_timeout + 30)
+            if thread.is_alive():
+                log.error("protocol thread did not stop in time")
+
+    def is_connected(self) -> bool:
+        """True while the MQTT connection is up."""
+        return self._online
+
+    def offline_seconds(self) -> float:
+        """Seconds since the connection went down (or since start); 0 while connected."""
+        return 0.0 if self._online else time.monotonic() - self._offline_since
+
+    def is_alive(self) -> bool:
+        """True while the protocol thread runs."""
+        return self._protocol_thread is not None and self._protocol_thread.is_alive()
+
+    # SDK callbacks: parse and enqueue only (they run on the SDK's single callback thread)
+
+    def _sdk_online(self) -> None:
+        self._online = True
+        self.last_online = time.monotonic()
+        self._events.put((_Event.ONLINE, None))
+
+    def _sdk_offline(self) -> None:
+        self._online = False
+        self._offline_since = time.monotonic()
+        self._events.put((_Event.OFFLINE, None))
+
+    def _sdk_message(self, client: Any, userdata: Any, message: Any) -> None:
+        try:
+            payload = json.loads(message.payload.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as error:
+            log.warning("ignoring a message on %s that is not JSON: %s", message.topic, error)
+            return
+        if not isinstance(payload, dict):
+            log.warning("ignoring a message on %s that is not a JSON object", message.topic)
+            return
+        self._events.put((_Event.MESSAGE, (message.topic, payload)))
+
+    # worker thread
+
+    def _work_loop(self) -> None:
+        while True:
+            job = self._work.get()
+            if job is None:
+                return
+            outcome = self._run_handler(job)
+            self._events.put((_Event.DONE, (job, outcome)))
+
+    def _run_handler(self, job: _Job) -> Outcome:
+        """Run the handler: the one place every handler exception is caught."""
+        registration, context = job.registration, job.context
+        assert registration is not None and context is not None
+        context.log.info("started (attempt %d)", job.attempt)
+        try:
+            result = registration.handler(job.document, context)
+        except JobError as error:
+            outcome = outcome_of_error(error)
+            context.log.info("%s: %s", outcome.status.value, error.reason)
+            return outcome
+        except (Exception, SystemExit) as error:  # the job boundary: any bug becomes FAILED
+            context.log.exception("handler raised %s", type(error).__name__)
+            return Outcome.failed(f"{type(error).__name__}: {error}", "HANDLER_ERROR")
+        if result is None:
+            result = {}
+        if not isinstance(result, Mapping):
+            context.log.warning("handler returned %s, not a mapping", type(result).__name__)
+            result = {"result": str(result)}
+        context.log.info("handler returned")
+        return Outcome(Status.SUCCEEDED, fit_status_details(result))
+
+    # protocol thread
+
+    def _protocol_main(self) -> None:
+        try:
+            if self._connect():
+                self._loop()
+        finally:
+            self._shut_down()
+
+    def _connect(self) -> bool:
+        """Connect and subscribe, retrying with backoff; False when stopped first."""
+        delay = 1.0
+        while not self._stop_requested.is_set():
+            try:
+                self._mqtt.connect(self._keepalive)
+                try:
+                    self._subscribe()
+                except (operationError, operationTimeoutException, OSError):
+                    self._disconnect_quietly()
+                    raise
+                log.info("connected; listening for jobs for thing %s", self.thing_name)
+                return True
+            except (operationError, operationTimeoutException, OSError) as error:
+                log.error(
+                    "cannot connect or subscribe (%s: %s); retrying in %.0f s",
+                    type(error).__name__,
+                    error,
+                    delay,
+                )
+            if self._stop_requested.wait(delay):
+                break
+            delay = min(delay * 2, 60.0)
+        return False
+
+    def _subscribe(self) -> None:
+        for suffix in (
+            "notify-next",
+            "notify",
+            "start-next/accepted",
+            "start-next/rejected",
+            "+/update/accepted",
+            "+/update/rejected",
+        ):
+            self._mqtt.subscribe(self._prefix + suffix, QOS, self._sdk_message)
+
+    def _disconnect_quietly(self) -> None:
+        try:
+            self._mqtt.disconnect()
+        except (operationError, operationTimeoutException, OSError) as error:
+            log.warning("disconnect failed: %s", error)
+
+    def _shut_down(self) -> None:
+        if self._connected_once or self._online:
+            self._disconnect_quietly()
+        self._online = False
+        self._work.put(None)
+        if self._worker_busy and self._job is not None:
+            log.warning("job %s: handler still running at exit", self._job.job_id)
+        log.info("job client stopped")
+
+    def _loop(self) -> None:
+        self._connected_once = True
+        while not self._done_stopping():
+            timeout = self._next_wakeup()
+            try:
+                event = self._events.get(timeout=timeout)
+            except queue.Empty:
+                event = None
+            while event is not None:
+                self._handle(*event)
+                try:
+                    event = self._events.get_nowait()
+                except queue.Empty:
+                    event = None
+            now = time.monotonic()
+            self._on_timers(now)
+            self._pump(now)
+
+    def _next_wakeup(self) -> Optional[float]:
+        """Seconds until the nearest timer, or None to block until an event."""
+        # Every time listed here must move forward once acted on, or the loop would spin;
+        # while offline only the ONLINE event (and deadlines of the stop) can help.
+        now = time.monotonic()
+        times = []
+        job = self._job
+        if self._inflight is not None:
+            times.append(self._inflight.deadline)
+        elif self._online:
+            if self._wants_to_send():
+                times.append(max(self._retry_at, self._send_time(now)))
+            if job is None and not self._stopping:
+                times.append(self._next_poll_at)
+        if self._stopping:
+            if job is not None and job.final is None and not job.gone and self._worker_busy:
+                times.append(self._stop_deadline)
+            if self._final_deadline is not None:
+                times.append(self._final_deadline)
+        if not times:
+            return None
+        return max(0.0, min(times) - now)
+
+    def _wants_to_send(self) -> bool:
+        job = self._job
+        if job is not None:
+            return not job.gone and (job.final is not None or self._worker_busy)
+        return self._claim_wanted and not self._stopping
+
+    def _send_time(self, now: float) -> float:
+        """When the job in hand next needs an update (claims: now)."""
+        job = self._job
+        if job is None or job.final is not None:
+            return now
+        if job.check_wanted:
+            return now
+        times = [job.last_update_at + self._heartbeat_seconds]
+        if job.context is not None and job.context._has_unsent():
+            times.append(job.next_progress_at)
+        return min(times)
+
+    def _handle(self, kind: _Event, data: Any) -> None:
+        if kind is _Event.MESSAGE:
+            self._on_message(*data)
+        elif kind is _Event.ONLINE:
+            self._on_online()
+        elif kind is _Event.OFFLINE:
+            log.warning("connection lost; the SDK reconnects with backoff")
+        elif kind is _Event.DONE:
+            self._on_handler_done(*data)
+        elif kind is _Event.STOP:
+            self._on_stop(data)
+        # _Event.PROGRESS only wakes the loop; _pump sends it.
+
+    def _on_online(self) -> None:
+        log.info("online")
+        self._failures = 0
+        self._retry_at = 0.0
+        if self._inflight is not None:
+            # Its reply may have been lost with the connection: send again, fresh token.
+            self._inflight = None
+        job = self._job
+        if job is None:
+            self._claim_wanted = True
+        elif job.final is None and not job.gone:
+            job.check_wanted = True  # notifications may have been missed while offline
+
+    def _on_stop(self, grace: float) -> None:
+        if self._stopping:
+            self._stop_deadline = min(self._stop_deadline, time.monotonic() + grace)
+            return
+        log.info("stopping: taking no new job")
+        self._stopping = True
+        self._claim_wanted = False
+        self._stop_deadline = time.monotonic() + grace
+        job = self._job
+        if job is not None and job.context is not None:
+            job.context._request_stop("agent shutting down")
+        if job is not None and self._worker_busy and job.final is None:
+            log.info("job %s: waiting up to %.0f s for it to finish", job.job_id, grace)
+        if job is not None and job.final is not None:
+            self._final_deadline = time.monotonic() + self._request_timeout
+
+    def _done_stopping(self) -> bool:
+        if not self._stopping:
+            return False
+        job = self._job
+        if job is not None and not job.gone:
+            if job.final is None:
+                return False  # the handler runs; _on_timers ends it at the deadline
+            return self._final_deadline is not None and time.monotonic() >= self._final_deadline
+        if self._inflight is not None and self._inflight.kind is _Kind.CLAIM:
+            return False  # learn what the claim took, so the journal can record it
+        return True
+
+    def _on_timers(self, now: float) -> None:
+        request = self._inflight
+        if request is not None and now >= request.deadline:
+            what = request.kind.value
+            if request.job is not None:
+                what = f"job {request.job.job_id}: {what} {request.status.value}"  # type: ignore
+            log.warning("%s: no reply within %.0f s; will retry", what, self._request_timeout)
+            self._inflight = None
+            self._back_off(now)
+        job = self._job
+        if self._stopping and now >= self._stop_deadline and job is not None:
+            if job.final is None and not job.gone and self._worker_busy:
+                reason = (
+                    f"agent shut down before the job finished (waited {self._grace_seconds:.0f} s)"
+                )
+                log.warning("job %s: %s; reporting FAILED", job.job_id, reason)
+                self._decide_final(job, Outcome.failed(reason, "AGENT_SHUTDOWN"))
+                self._final_deadline = now + self._request_timeout
+        if job is None and not self._stopping and self._online and now >= self._next_poll_at:
+            self._claim_wanted = True
+
+    def _back_off(self, now: float) -> None:
+        self._failures += 1
+        delay = min(self._retry_max, 0.5 * 2 ** min(self._failures, 16))
+        self._retry_at = now + delay * random.uniform(0.5, 1.0)  # jitter spreads a fleet
+
+    def _pump(self, now: float) -> None:
+        """Send the next request when none is in flight and something is due."""
+        if self._inflight is not None or not self._online or now < self._retry_at:
+            return
+        job = self._job
+        if job is not None:
+            if job.gone:
+                return
+            if job.final is not None:
+                self._send_update(job, job.final.status, self._final_details(job))
+                return
+            if not self._worker_busy:
+                return
+            context = job.context
+            if context is not None and context._has_unsent() and now >= job.next_progress_at:
+                self._send_update(job, Status.IN_PROGRESS, context._take_unsent())
+                job.next_progress_at = now + self._progress_interval
+            elif job.check_wanted or now >= job.last_update_at + self._heartbeat_seconds:
+                latest = context._latest_details() if context is not None else None
+                self._send_update(job, Status.IN_PROGRESS, latest)
+            return
+        if self._claim_wanted and not self._stopping:
+            self._send_claim()
+
+    def _publish(self, topic: str, payload: Dict[str, Any]) -> bool:
+        try:
+            self._mqtt.publishAsync(topic, json.dumps(payload), QOS)
+            return True
+        except (operationError, operationTimeoutException, OSError) as error:
+            # Not connected (or the SDK still resubscribing after a reconnect): try later.
+            log.debug("publish to %s failed: %s", topic, error)
+            self._back_off(time.monotonic())
+            return False
+
+    def _new_request(self, kind: _Kind, **kwargs: Any) -> _Request:
+        return _Request(kind, uuid.uuid4().hex, time.monotonic() + self._request_timeout, **kwargs)
+
+    def _send_claim(self) -> None:
+        request = self._new_request(_Kind.CLAIM)
+        payload = {
+            "clientToken": request.token,
+            "stepTimeoutInMinutes": self._step_timeout_minutes,
+            "statusDetails": {RUN_ID_KEY: self._run_id},
+        }
+        if self._publish(self._prefix + "start-next", payload):
+            log.debug("start-next sent (token %s)", request.token)
+            self._inflight = request
+            self._claim_wanted = False
+            self._next_poll_at = time.monotonic() + self._poll_interval
+            if not self.ready.is_set():
+                self.ready.set()
+                if self._on_ready is not None:
+                    self._on_ready()
+
+    def _send_update(self, job: _Job, status: Status, details: Optional[Mapping[str, str]]) -> None:
+        request = self._new_request(_Kind.UPDATE, job=job, status=status)
+        payload: Dict[str, Any] = {
+            "status": status.value,
+            "expectedVersion": job.version,
+            "executionNumber": job.execution_number,
+            "includeJobExecutionState": True,
+            "clientToken": request.token,
+        }
+        if details is not None:
+            payload["statusDetails"] = fit_status_details(details)
+        if status is Status.IN_PROGRESS:
+            payload["stepTimeoutInMinutes"] = self._step_timeout_minutes
+        if self._publish(f"{self._prefix}{job.job_id}/update", payload):
+            log.debug(
+                "job %s: update %s sent (version %d, token %s)",
+                job.job_id,
+                status.value,
+                job.version,
+                request.token,
+            )
+            self._inflight = request
+            if status is Status.IN_PROGRESS:
+                job.check_wanted = False
+
+    def _final_details(self, job: _Job) -> Optional[Mapping[str, str]]:
+        """The final statusDetails, cut down step by step if the service refused them."""
+        assert job.final is not None
+        if job.final_fallback == 0:
+            return job.final.details
+        if job.final_fallback == 1 and "reason" in job.final.details:
+            return {"reason": job.final.details["reason"]}
+        return None
+
+    # messages
+
+    def _on_message(self, topic: str, payload: Dict[str, Any]) -> None:
+        if not topic.startswith(self._prefix):
+            log.warning("ignoring a message on %s: not for thing %s", topic, self.thing_name)
+            return
+        suffix = topic[len(self._prefix) :]
+        if suffix == "notify-next":
+            self._on_notify_next(payload)
+        elif suffix == "notify":
+            self._on_notify(payload)
+        elif suffix in ("start-next/accepted", "start-next/rejected"):
+            request = self._take_reply(_Kind.CLAIM, payload, None)
+            if request is None:
+                return
+            if suffix.endswith("accepted"):
+                self._on_claim_accepted(payload)
+            else:
+                self._on_claim_rejected(payload)
+        else:
+            parts = suffix.split("/")
+            if len(parts) == 3 and parts[1] == "update" and parts[2] in ("accepted", "rejected"):
+                request = self._take_reply(_Kind.UPDATE, payload, parts[0])
+                if request is None:
+                    return
+                if parts[2] == "accepted":
+                    self._on_update_accepted(request, payload)
+                else:
+                    self._on_update_rejected(request, payload)
+            else:
+                log.debug("ignoring a message on %s", topic)
+
+    def _take_reply(
+        self, kind: _Kind, payload: Dict[str, Any], job_id: Optional[str]
+    ) -> Optional[_Request]:
+        """The in-flight request this reply answers, now no longer in flight; else None."""
+        request = self._inflight
+        token = payload.get("clientToken")
+        if request is None or request.kind is not kind or token != request.token:
+            log.debug("ignoring a %s reply with token %r: not awaited", kind.value, token)
+            return None
+        if job_id is not None and (request.job is None or request.job.job_id != job_id):
+            log.warning("ignoring an update reply for job %s: not the job in hand", job_id)
+            return None
+        self._inflight = None
+        return request
+
+    def _on_notify_next(self, payload: Dict[str, Any]) -> None:
+        execution = payload.get("execution")
+        next_id = execution.get("jobId") if isinstance(execution, dict) else None
+        job = self._job
+        if job is None:
+            if next_id is not None:
+                log.debug("notify-next: job %s is next", next_id)
+                self._claim_wanted = True
+        elif next_id != job.job_id and job.final is None and not job.gone:
+            # The head of the queue is no longer our job: it may have been canceled.
+            job.check_wanted = True
+
+    def _on_notify(self, payload: Dict[str, Any]) -> None:
+        jobs = payload.get("jobs")
+        if not isinstance(jobs, dict):
+            return
+        in_progress = jobs.get("IN_PROGRESS") or []
+        queued = jobs.get("QUEUED") or []
+        job = self._job
+        if job is None:
+            if in_progress or queued:
+                self._claim_wanted = True
+        elif job.final is None and not job.gone:
+            ids = {item.get("jobId") for item in in_progress if isinstance(item, dict)}
+            if job.job_id not in ids:
+                job.check_wanted = True
+
+    def _on_claim_rejected(self, payload: Dict[str, Any]) -> None:
+        code, message = payload.get("code"), payload.get("message")
+        if code in RETRYABLE_CODES:
+            log.warning("start-next rejected (%s: %s); will retry", code, message)
+            self._claim_wanted = True
+            self._back_off(time.monotonic())
+        else:
+            # Retrying a request the service refuses would only repeat the refusal; the next
+            # notification, reconnect or poll tries again.
+            log.error("start-next rejected (%s: %s)", code, message)
+
+    def _on_claim_accepted(self, payload: Dict[str, Any]) -> None:
+        self._failures = 0
+        execution = payload.get("execution")
+        interrupted = self._state.current
+        if not isinstance(execution, dict):
+            log.debug("start-next: no pending job")
+            if interrupted is not None:
+                self._forget_vanished(interrupted)
+            return
+        try:
+            job_id = str(execution["jobId"])
+            execution_number = int(execution["executionNumber"])
+            version = int(execution["versionNumber"])
+        except (KeyError, TypeError, ValueError):
+            log.error("start-next reply without jobId/executionNumber/versionNumber: %s", payload)
+            return
+        if interrupted is not None and interrupted.key != (job_id, execution_number):
+            self._forget_vanished(interrupted)
+            interrupted = None
+        job = _Job(job_id, execution_number, version, last_update_at=time.monotonic())
+        job.document = execution.get("jobDocument")
+        self._job = job
+        details = execution.get("statusDetails")
+        claimed_now = isinstance(details, dict) and details.get(RUN_ID_KEY) == self._run_id
+        if self._state.has_finished(job_id, execution_number):
+            log.error("job %s: execution %d already finished here", job_id, execution_number)
+            self._decide_final(
+                job,
+                Outcome.failed(
+                    f"this agent already ran execution {execution_number}; not running it twice",
+                    "DUPLICATE",
+                ),
+            )
+        elif interrupted is not None and interrupted.phase is Phase.FINAL:
+            self._resume_final(job, interrupted)
+        elif interrupted is not None and interrupted.phase is Phase.RUNNING:
+            self._begin(job, interrupted.attempt + 1, interrupted=True)
+        elif claimed_now or interrupted is not None or self._journal_trusted:
+            # Claimed now, or claimed by an earlier run that never started it: the journal
+            # records RUNNING before any handler starts.
+            self._begin(job, 1, interrupted=False)
+        else:
+            log.warning(
+                "job %s: IN_PROGRESS since before this run and the journal has no record; "
+                "treating it as interrupted",
+                job_id,
+            )
+            self._begin(job, 2, interrupted=True)
+
+    def _forget_vanished(self, record: JobRecord) -> None:
+        log.warning(
+            "job %s: no longer pending at the service (canceled, timed out or deleted while "
+            "the agent was away); forgetting it",
+            record.job_id,
+        )
+        self._save(self._state.with_current(None))
+
+    def _select(self, document: Any) -> Optional[_Registration]:
+        for registration in self._handlers:
+            try:
+                if registration.filter(document) == registration.value:
+                    return registration
+            except Exception as error:  # a filter choking on a document does not match
+                log.debug("filter %r raised %s: no match", registration.filter, error)
+        return None
+
+    def _no_handler_reason(self, document: Any) -> str:
+        seen = []
+        for registration in self._handlers:
+            try:
+                value = registration.filter(document)
+            except Exception:  # a filter choking on a document: say so in the reason
+                value = "<unreadable>"
+            name = getattr(registration.filter, "__name__", "filter")
+            seen.append(f"{name} gave {value!r}")
+        handled = sorted({repr(r.value) for r in self._handlers})
+        detail = "; ".join(dict.fromkeys(seen)) or "no handlers registered"
+        return f"no handler accepts this job document ({detail}; handled: {', '.join(handled)})"
+
+    def _begin(self, job: _Job, attempt: int, interrupted: bool) -> None:
+        """Start the handler for the claimed ``job``, or decide its final status at once."""
+        job.attempt = attempt
+        if self._stopping:
+            log.info("job %s: claimed while stopping; left for the next start", job.job_id)
+            self._save(
+                self._state.with_current(
+                    JobRecord(job.job_id, job.execution_number, job.version, Phase.CLAIMED)
+                )
+            )
+            self._job = None
+            return
+        if not isinstance(job.document, dict):
+            self._decide_final(
+                job, Outcome.rejected("job document is not a JSON object", "INVALID_DOCUMENT")
+            )
+            return
+        registration = self._select(job.document)
+        if registration is None:
+            reason = self._no_handler_reason(job.document)
+            log.warning("job %s: %s; rejecting", job.job_id, reason)
+            self._decide_final(job, Outcome.rejected(reason, "NO_HANDLER"))
+            return
+        if interrupted and not registration.safe_to_rerun:
+            log.warning("job %s: %s; handler is not safe to re-run", job.job_id, INTERRUPTED_REASON)
+            self._decide_final(job, Outcome.failed(INTERRUPTED_REASON, "INTERRUPTED"))
+            return
+        if attempt > self._max_attempts:
+            reason = f"{INTERRUPTED_REASON} {attempt - 1} times; giving up"
+            log.warning("job %s: %s", job.job_id, reason)
+            self._decide_final(job, Outcome.failed(reason, "INTERRUPTED"))
+            return
+        record = JobRecord(job.job_id, job.execution_number, job.version, Phase.RUNNING, attempt)
+        try:
+            self._save(self._state.with_current(record), strict=True)
+        except OSError as error:
+            # Never run a job we could not record: after a crash we could not tell it ran.
+            reason = f"cannot record the job in the journal: {error}"
+            self._decide_final(job, Outcome.failed(reason, "JOURNAL_ERROR"))
+            return
+        if interrupted:
+            log.warning(
+                "job %s: %s; resuming (attempt %d)", job.job_id, INTERRUPTED_REASON, attempt
+            )
+            job.check_wanted = True  # refresh the step timer at once
+        job.registration = registration
+        job.context = JobContext(job.job_id, job.execution_number, attempt, self._wake)
+        self._worker_busy = True
+        self._work.put(job)
+
+    def _wake(self) -> None:
+        self._events.put((_Event.PROGRESS, None))
+
+    def _decide_final(self, job: _Job, outcome: Outcome) -> None:
+        job.final = outcome
+        job.final_fallback = 0
+        record = JobRecord(
+            job.job_id,
+            job.execution_number,
+            job.version,
+            Phase.FINAL,
+            job.attempt,
+            status=outcome.status.value,
+            status_details=dict(outcome.details),
+        )
+        self._save(self._state.with_current(record))
+
+    def _resume_final(self, job: _Job, record: JobRecord) -> None:
+        job.attempt = record.attempt
+        job.final = Outcome(Status(record.status), dict(record.status_details))
+        log.info("job %s: delivering final status %s", job.job_id, record.status)
+
+    def _restore_pending_final(self) -> None:
+        record = self._state.current
+        if record is not None and record.phase is Phase.FINAL:
+            job = _Job(record.job_id, record.execution_number, record.version_number)
+            self._resume_final(job, record)
+            self._job = job
+
+    def _on_handler_done(self, job: _Job, outcome: Outcome) -> None:
+        self._worker_busy = False
+        if job is not self._job:
+            log.warning("job %s: handler finished after the job was dropped", job.job_id)
+            return
+        if job.gone:
+            log.warning(
+                "job %s: handler finished (%s) after the service ended the job (%s); not reported",
+                job.job_id,
+                outcome.status.value,
+                job.gone,
+            )
+            self._finish(job)
+            return
+        if job.final is not None:
+            log.warning(
+                "job %s: handler finished (%s) after %s was decided; keeping that",
+                job.job_id,
+                outcome.status.value,
+                job.final.status.value,
+            )
+            return
+        log.info("job %s: finished: %s", job.job_id, outcome.status.value)
+        self._decide_final(job, outcome)
+        if self._stopping:
+            self._final_deadline = time.monotonic() + self._request_timeout
+
+    def _finish(self, job: _Job) -> None:
+        """Forget the job in hand and remember it as finished; look for the next one."""
+        self._save(self._state.finish(job.job_id, job.execution_number))
+        self._job = None
+        if not self._stopping:
+            self._claim_wanted = True
+
+    def _job_gone(self, job: _Job, why: str) -> None:
+        """The service no longer takes updates for ``job``."""
+        if job.context is not None:
+            job.context._request_stop(why)
+        if job.final is not None:
+            log.warning(
+                "job %s: final status %s not recorded: %s", job.job_id, job.final.status.value, why
+            )
+            self._finish(job)
+        elif self._worker_busy:
+            log.warning("job %s: %s; no longer reporting for it", job.job_id, why)
+            job.gone = why
+        else:
+            self._finish(job)
+
+    def _on_update_accepted(self, request: _Request, payload: Dict[str, Any]) -> None:
+        job = request.job
+        assert job is not None and request.status is not None
+        self._failures = 0
+        state = payload.get("executionState")
+        if isinstance(state, dict) and isinstance(state.get("versionNumber"), int):
+            job.version = state["versionNumber"]
+        else:
+            job.version += 1
+        job.last_update_at = time.monotonic()
+        if request.status is Status.IN_PROGRESS:
+            log.debug("job %s: IN_PROGRESS accepted (version %d)", job.job_id, job.version)
+            return
+        log.info("job %s: reported %s", job.job_id, request.status.value)
+        self._finish(job)
+
+    def _on_update_rejected(self, request: _Request, payload: Dict[str, Any]) -> None:
+        job = request.job
+        assert job is not None and request.status is not None
+        code, message = payload.get("code"), payload.get("message")
+        state = payload.get("executionState")
+        service_status = state.get("status") if isinstance(state, dict) else None
+        now = time.monotonic()
+        if (
+            job.final is not None
+            and request.status is job.final.status
+            and service_status == job.final.status.value
+        ):
+            # An earlier attempt whose reply we missed was applied.
+            log.info("job %s: reported %s (found already recorded)", job.job_id, service_status)
+            self._finish(job)
+        elif code == "VersionMismatch" and service_status not in SERVICE_TERMINAL_STATUSES:
+            if isinstance(state, dict) and isinstance(state.get("versionNumber"), int):
+                job.version = state["versionNumber"]
+                log.info("job %s: version is %d; sending again", job.job_id, job.version)
+            self._failures += 1
+            if self._failures > 2:
+                self._back_off(now)
+            self._resend_later(job, request)
+        elif code in GONE_CODES or code == "VersionMismatch":
+            status_text = f", status {service_status}" if service_status else ""
+            self._job_gone(job, f"the service refused the update ({code}{status_text}: {message})")
+        elif code in RETRYABLE_CODES:
+            log.warning("job %s: update rejected (%s: %s); will retry", job.job_id, code, message)
+            self._back_off(now)
+            self._resend_later(job, request)
+        elif job.final is not None and request.status is job.final.status:
+            job.final_fallback += 1
+            if job.final_fallback > 2:
+                log.error(
+                    "job %s: the service refuses final status %s (%s: %s); giving up; the "
+                    "step timeout will end it",
+                    job.job_id,
+                    request.status.value,
+                    code,
+                    message,
+                )
+                self._finish(job)
+            else:
+                log.error(
+                    "job %s: final status refused (%s: %s); sending it with fewer details",
+                    job.job_id,
+                    code,
+                    message,
+                )
+        else:
+            log.error(
+                "job %s: IN_PROGRESS update refused (%s: %s); dropped", job.job_id, code, message
+            )
+            job.last_update_at = now  # do not retry the same heartbeat at once
+
+    def _resend_later(self, job: _Job, request: _Request) -> None:
+        if request.status is Status.IN_PROGRESS and job.final is None:
+            job.check_wanted = True
+
+    def _save(self, state: JournalState, strict: bool = False) -> None:
+        """Keep ``state`` and write it to the journal. A write error is logged, or raised
+        (OSError) when ``strict``, in which case ``state`` is not kept."""
+        if self._journal is not None:
+            try:
+                self._journal.save(state)
+            except OSError as error:
+                if strict:
+                    raise
+                log.error("cannot write the journal %s: %s", self._journal.path, error)
+        self._state = state

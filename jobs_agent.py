@@ -1,0 +1,282 @@
+#!/usr/bin/env python3
+"""AWS IoT Jobs device agent: load the settings, wire the handlers, run until SIGTERM/SIGINT.
+
+    ./jobs_agent.py [-c settings.conf] [--check-config] [--log-level LEVEL]
+
+Exit status: 0 after a clean stop (or valid settings with --check-config), 2 for a settings or
+start-up error, 1 when the agent stopped by itself (an internal error; systemd restarts it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import fcntl
+import logging
+import os
+import select
+import signal
+import sys
+from pathlib import Path
+from typing import IO, Any, Callable, List, Optional, Sequence, Tuple
+
+from agent.errors import SettingsError
+from agent.journal import Journal
+from agent.settings import LOG_LEVELS, Settings, load_settings
+from job_client import JobClient
+
+log = logging.getLogger("jobs_agent")
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_SETTINGS = HERE / "settings.conf"
+LIVENESS_CHECK_SECONDS = 30.0  # how often, without a systemd watchdog, main checks the client
+
+HandlerSpec = Tuple[Callable[[Any], Any], Any, Callable[..., Any]]
+
+
+def get_job_type(document: Any) -> Any:
+    """The ``jobType`` of a job document (None when it is not a JSON object)."""
+    return document.get("jobType") if isinstance(document, dict) else None
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="jobs_agent.py", description="AWS IoT Jobs device agent (APT_UPDATE jobs)."
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=DEFAULT_SETTINGS,
+        help=f"settings file (default: {DEFAULT_SETTINGS})",
+    )
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="check the settings file, say what is wrong, and exit (0 when valid)",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="overrides [agent] log_level",
+    )
+    return parser.parse_args(argv)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    # The SDK logs every publish at INFO; keep its chatter for DEBUG.
+    sdk_level = logging.DEBUG if level == "DEBUG" else logging.WARNING
+    logging.getLogger("AWSIoTPythonSDK").setLevel(sdk_level)
+
+
+def default_handlers(settings: Settings) -> List[HandlerSpec]:
+    """The handlers this agent runs: APT_UPDATE. Raises SettingsError for a bad ``[apt]``."""
+    try:
+        from agent.apt.handler import AptUpdateHandler
+        from agent.apt.settings import load_apt_settings
+    except ModuleNotFoundError as error:
+        if not (error.name or "").startswith("agent.apt"):
+            raise
+        log.warning("APT_UPDATE handler not installed (%s); APT_UPDATE jobs are rejected", error)
+        return []
+    apt_settings = load_apt_settings(settings)
+    return [(get_job_type, "APT_UPDATE", AptUpdateHandler(apt_settings))]
+
+
+def _missing_settings_hint(path: Path) -> str:
+    example = HERE / "settings.conf.example"
+    return (
+        f"Make one from the example and fill in [connection]:\n"
+        f"    cp {example} {path}\n"
+        f"or try the agent against a local Jobs service first: ./start.sh --local"
+    )
+
+
+class ShutdownSignals:
+    """SIGTERM and SIGINT only set a flag; ``wait`` sleeps until one arrives.
+
+    The wake-up goes through a pipe that the interpreter writes to on every signal
+    (``signal.set_wakeup_fd``), so waiting needs neither polling nor locks in the handler.
+    """
+
+    def __init__(self) -> None:
+        self.received: Optional[int] = None
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+        self._previous: dict = {}
+        self._previous_wakeup_fd = -1
+
+    def install(self) -> None:
+        """Install the handlers (main thread only)."""
+        self._previous_wakeup_fd = signal.set_wakeup_fd(self._write_fd)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous[signum] = signal.signal(signum, self._on_signal)
+
+    def restore(self) -> None:
+        """Put back the previous handlers and close the pipe."""
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        signal.set_wakeup_fd(self._previous_wakeup_fd)
+        os.close(self._read_fd)
+        os.close(self._write_fd)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.received = signum
+
+    def wait(self, timeout: Optional[float]) -> bool:
+        """Sleep until a signal arrived or ``timeout`` passed; True when one arrived."""
+        if self.received is None:
+            try:
+                select.select([self._read_fd], [], [], timeout)
+            except InterruptedError:
+                pass
+            try:
+                os.read(self._read_fd, 512)
+            except BlockingIOError:
+                pass
+        return self.received is not None
+
+
+def _lock_state_dir(state_dir: Path) -> IO[bytes]:
+    """Create the state directory and hold its lock, so two agents never share a journal.
+
+    Raises SettingsError when it cannot be made or another agent holds it.
+    """
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock = open(state_dir / "agent.lock", "wb")  # noqa: SIM115 - held until exit
+    except OSError as error:
+        raise SettingsError(f"cannot use state_dir {state_dir}: {error.strerror}") from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        lock.close()
+        if error.errno in (errno.EWOULDBLOCK, errno.EACCES):
+            raise SettingsError(
+                f"another agent is running with state_dir {state_dir} (it holds agent.lock)"
+            ) from None
+        raise SettingsError(f"cannot lock {state_dir}/agent.lock: {error.strerror}") from None
+    return lock
+
+
+def _make_notifier() -> Any:
+    """The systemd notifier, or None when the module is not available."""
+    try:
+        from agent.systemd_notify import SystemdNotifier
+    except ImportError as error:
+        log.debug("no systemd notification: %s", error)
+        return None
+    return SystemdNotifier()
+
+
+def run_agent(
+    settings: Settings,
+    handlers: Sequence[HandlerSpec],
+    mqtt_client: Any = None,
+    signals: Optional[ShutdownSignals] = None,
+) -> int:
+    """Run the job client with ``handlers`` until SIGTERM/SIGINT; return the exit status.
+
+    ``mqtt_client`` defaults to one made from ``settings.connection``; ``signals`` to freshly
+    installed SIGTERM/SIGINT handlers (main thread only).
+    """
+    agent = settings.agent
+    try:
+        lock = _lock_state_dir(agent.state_dir)
+    except SettingsError as error:
+        log.error("%s", error)
+        return 2
+    notifier = _make_notifier()
+    if mqtt_client is None:
+        from agent.mqtt import make_mqtt_client
+
+        mqtt_client = make_mqtt_client(settings.connection)
+
+    def on_ready() -> None:
+        if notifier is not None:
+            notifier.ready("listening for jobs")
+
+    client = JobClient(
+        mqtt_client,
+        settings.connection.thing_name,
+        journal=Journal(agent.state_dir),
+        step_timeout_minutes=agent.step_timeout_minutes,
+        heartbeat_seconds=agent.heartbeat_seconds,
+        progress_interval_seconds=agent.progress_interval_seconds,
+        shutdown_grace_seconds=agent.shutdown_grace_seconds,
+        on_ready=on_ready,
+    )
+    for filter_, value, handler in handlers:
+        client.add_handler(filter_, value, handler)
+    own_signals = signals is None
+    if signals is None:
+        signals = ShutdownSignals()
+        signals.install()
+    try:
+        try:
+            client.start()
+        except OSError as error:
+            log.error("cannot write the journal in %s: %s", agent.state_dir, error)
+            return 2
+        log.info(
+            "agent for thing %s started (endpoint %s:%d)",
+            settings.connection.thing_name,
+            settings.connection.endpoint,
+            settings.connection.port,
+        )
+        return _wait_for_shutdown(client, signals, notifier, agent.watchdog_offline_seconds)
+    finally:
+        if own_signals:
+            signals.restore()
+        lock.close()
+
+
+def _wait_for_shutdown(
+    client: JobClient, signals: ShutdownSignals, notifier: Any, offline_limit: float
+) -> int:
+    watchdog = notifier.watchdog_interval() if notifier is not None else None
+    tick = watchdog / 2 if watchdog else LIVENESS_CHECK_SECONDS
+    while not signals.wait(tick):
+        if not client.is_alive():
+            log.error("the job client stopped unexpectedly; exiting")
+            return 1
+        if watchdog and client.offline_seconds() < offline_limit:
+            notifier.watchdog()  # fed only while connected or not offline for too long
+    log.info("signal %s received: shutting down", signals.received)
+    if notifier is not None:
+        notifier.stopping("finishing the running job")
+    client.stop()
+    log.info("agent stopped")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the agent; see the module docstring for the exit status."""
+    args = parse_args(argv)
+    configure_logging(args.log_level or "INFO")
+    path = args.config
+    try:
+        settings = load_settings(path)
+        handlers = default_handlers(settings)
+    except SettingsError as error:
+        log.error("bad settings:\n%s", error)
+        if not path.exists():
+            log.error("%s", _missing_settings_hint(path))
+        return 2
+    if args.check_config:
+        print(f"{path}: settings are valid")  # the answer a user asked for, on stdout
+        return 0
+    configure_logging(args.log_level or settings.agent.log_level)
+    return run_agent(settings, handlers)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
