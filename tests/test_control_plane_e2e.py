@@ -11,75 +11,26 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Callable, Dict, Iterator, List
 
-import boto3
 import paho.mqtt.client as mqtt
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from local_jobs.broker import Broker
-from local_jobs.certificates import ensure_certificates
-from local_jobs.control_plane import ControlPlaneServer, serve
-from local_jobs.data_plane import DataPlane
 from local_jobs.model import thing_arn
-from local_jobs.service import LocalJobsService
-from local_jobs.store import Store
+from local_jobs.stack import LocalStack
 
 AWS = str(Path(sys.executable).with_name("aws"))
 THINGS = ["thing-1", "thing-2"]
-
-
-class ServiceUnderTest:
-    """Broker process, the real service with its data plane, and the control plane on HTTP."""
-
-    def __init__(self, folder: Path) -> None:
-        self.certs = ensure_certificates(folder / "certs", THINGS)
-        self.documents_dir = folder / "documents"
-        self.documents_dir.mkdir()
-        self.broker = Broker(folder / "broker", self.certs)
-        self.broker.start()
-        self.store = Store(folder / "jobs.sqlite")
-        self.service = LocalJobsService(self.store, things=self.certs.thing_names)
-        self.data_plane = DataPlane(
-            self.service,
-            host=self.broker.host,
-            port=self.broker.port,
-            ca=self.certs.ca.certificate,
-            certificate=self.certs.service.certificate,
-            private_key=self.certs.service.private_key,
-        )
-        self.data_plane.start()
-        self.control: ControlPlaneServer = serve(
-            self.service, "127.0.0.1", 0, documents_dir=self.documents_dir
-        )
-        self.control_url = self.control.url
-
-    def stop(self) -> None:
-        self.control.shutdown()
-        self.data_plane.stop()
-        self.service.close()
-        self.store.close()
-        self.broker.stop()
-
-    def iot_client(self):
-        return boto3.client(
-            "iot",
-            endpoint_url=self.control_url,
-            region_name="us-east-1",
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
-            config=Config(retries={"max_attempts": 1}),
-        )
+ARN_1 = thing_arn("thing-1")
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[ServiceUnderTest]:
-    # One service for the module: every test makes its own job ids, so they do not interfere.
-    stack = ServiceUnderTest(tmp_path_factory.mktemp("service"))
-    yield stack
-    stack.stop()
+def stack(tmp_path_factory) -> Iterator[LocalStack]:
+    # One stack (broker and service processes) for the module, to keep it fast: every test
+    # makes its own job ids, so they do not see each other's jobs.
+    with LocalStack(tmp_path_factory.mktemp("stack"), things=THINGS) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")
@@ -108,35 +59,42 @@ def cli_env(tmp_path_factory) -> Dict[str, str]:
     return env
 
 
-def aws_cli(stack, env, cwd, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [AWS, "iot", *args, "--endpoint-url", stack.control_url, "--output", "json"],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+@pytest.fixture
+def cli(stack, cli_env, tmp_path) -> Callable[..., subprocess.CompletedProcess]:
+    """``cli("describe-job", "--job-id", "x")``: the real ``aws iot`` run in ``tmp_path``."""
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        command = [AWS, "iot", *args, "--endpoint-url", stack.control_url, "--output", "json"]
+        return subprocess.run(
+            command,
+            env=cli_env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    return run
 
 
 class Device:
     """A thing on the broker, publishing device Jobs API requests over mutual TLS."""
 
     def __init__(self, stack, thing_name: str) -> None:
-        credentials = stack.certs.thing(thing_name)
+        credentials = stack.thing(thing_name)
         self.thing_name = thing_name
         self.replies: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=thing_name)
         self.client.tls_set(
-            ca_certs=str(stack.certs.ca.certificate),
+            ca_certs=str(stack.ca_path),
             certfile=str(credentials.certificate),
             keyfile=str(credentials.private_key),
         )
         subscribed: queue.Queue[int] = queue.Queue()
         self.client.on_message = lambda _c, _u, message: self.replies.put(message)
         self.client.on_subscribe = lambda _c, _u, mid, *_rest: subscribed.put(mid)
-        self.client.connect(stack.broker.host, stack.broker.port)
+        self.client.connect(stack.mqtt_host, stack.mqtt_port)
         self.client.loop_start()
         _, mid = self.client.subscribe(f"$aws/things/{thing_name}/jobs/#", qos=1)
         assert subscribed.get(timeout=10) == mid
@@ -189,19 +147,10 @@ def execution(iot, job_id: str, thing: str = "thing-1") -> dict:
 # --------------------------------------------------------------------------- AWS CLI
 
 
-def test_cli_create_job_with_a_file_document_queues_it(stack, iot, cli_env, tmp_path, job_id):
+def test_cli_create_job_with_a_file_document_queues_it(cli, iot, tmp_path, job_id):
     (tmp_path / "job.json").write_text('{"jobType": "APT_UPDATE"}')
-    result = aws_cli(
-        stack,
-        cli_env,
-        tmp_path,
-        "create-job",
-        "--job-id",
-        job_id,
-        "--targets",
-        thing_arn("thing-1"),
-        "--document",
-        "file://job.json",
+    result = cli(
+        "create-job", "--job-id", job_id, "--targets", ARN_1, "--document", "file://job.json"
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["jobArn"].endswith(f":job/{job_id}")
@@ -209,78 +158,46 @@ def test_cli_create_job_with_a_file_document_queues_it(stack, iot, cli_env, tmp_
     assert execution(iot, job_id)["status"] == "QUEUED"
 
 
-def test_cli_create_job_with_a_reused_id_fails_with_already_exists(
-    stack, iot, cli_env, tmp_path, job_id
-):
+def test_cli_document_source_is_read_from_the_documents_folder(cli, iot, stack, job_id):
+    # The CLI sends --document-source verbatim; the service reads it under its documents folder.
+    (stack.documents_dir / f"{job_id}.json").write_text('{"from": "documents folder"}')
+    source = f"file://{job_id}.json"
+    result = cli("create-job", "--job-id", job_id, "--targets", ARN_1, "--document-source", source)
+    assert result.returncode == 0, result.stderr
+    assert iot.get_job_document(jobId=job_id)["document"] == '{"from": "documents folder"}'
+    assert iot.describe_job(jobId=job_id)["documentSource"] == source
+
+
+def test_cli_create_job_with_a_reused_id_fails_with_already_exists(cli, iot, job_id):
     create(iot, job_id)
-    result = aws_cli(
-        stack,
-        cli_env,
-        tmp_path,
-        "create-job",
-        "--job-id",
-        job_id,
-        "--targets",
-        thing_arn("thing-1"),
-        "--document",
-        "{}",
-    )
+    result = cli("create-job", "--job-id", job_id, "--targets", ARN_1, "--document", "{}")
     assert result.returncode != 0
     assert "(ResourceAlreadyExistsException)" in result.stderr
     assert f"Job {job_id} already exists." in result.stderr
 
 
-def test_cli_reads_jobs_and_executions(stack, iot, cli_env, tmp_path, job_id):
+def test_cli_reads_jobs_and_executions(cli, iot, job_id):
     create(iot, job_id, ["thing-1", "thing-2"], description="from the CLI test")
-    job = json.loads(aws_cli(stack, cli_env, tmp_path, "describe-job", "--job-id", job_id).stdout)
-    listed = aws_cli(
-        stack,
-        cli_env,
-        tmp_path,
-        "list-job-executions-for-thing",
-        "--thing-name",
-        "thing-2",
-        "--status",
-        "QUEUED",
-    )
-    described = aws_cli(
-        stack,
-        cli_env,
-        tmp_path,
-        "describe-job-execution",
-        "--job-id",
-        job_id,
-        "--thing-name",
-        "thing-2",
-    )
-    assert job["job"]["description"] == "from the CLI test"
-    assert job["job"]["jobProcessDetails"]["numberOfQueuedThings"] == 2
+    job = json.loads(cli("describe-job", "--job-id", job_id).stdout)["job"]
+    listed = cli("list-job-executions-for-thing", "--thing-name", "thing-2", "--status", "QUEUED")
+    described = cli("describe-job-execution", "--job-id", job_id, "--thing-name", "thing-2")
+    assert job["description"] == "from the CLI test"
+    assert job["jobProcessDetails"]["numberOfQueuedThings"] == 2
     assert job_id in [s["jobId"] for s in json.loads(listed.stdout)["executionSummaries"]]
     assert json.loads(described.stdout)["execution"]["thingArn"] == thing_arn("thing-2")
 
 
-def test_cli_cancel_and_delete_with_force(stack, iot, cli_env, tmp_path, job_id, device):
+def test_cli_cancel_and_delete_with_force(cli, iot, job_id, device):
     create(iot, job_id)
     device.start(job_id)
-    canceled = aws_cli(stack, cli_env, tmp_path, "cancel-job", "--job-id", job_id, "--force")
-    deleted = aws_cli(stack, cli_env, tmp_path, "delete-job", "--job-id", job_id, "--force")
+    canceled = cli("cancel-job", "--job-id", job_id, "--force")
+    deleted = cli("delete-job", "--job-id", job_id, "--force")
     assert (canceled.returncode, deleted.returncode) == (0, 0), canceled.stderr + deleted.stderr
     assert error_of(iot.describe_job, jobId=job_id)["Code"] == "ResourceNotFoundException"
 
 
-def test_cli_bad_target_names_the_target(stack, cli_env, tmp_path, job_id):
-    result = aws_cli(
-        stack,
-        cli_env,
-        tmp_path,
-        "create-job",
-        "--job-id",
-        job_id,
-        "--targets",
-        "thing-1",
-        "--document",
-        "{}",
-    )
+def test_cli_bad_target_names_the_target(cli, job_id):
+    result = cli("create-job", "--job-id", job_id, "--targets", "thing-1", "--document", "{}")
     assert "(InvalidRequestException)" in result.stderr
     assert 'targets: "thing-1" is not a thing ARN' in result.stderr
 
@@ -505,3 +422,12 @@ def test_cancel_queued_execution_without_force(iot, job_id):
     iot.cancel_job_execution(jobId=job_id, thingName="thing-2")
     assert execution(iot, job_id, "thing-2")["status"] == "CANCELED"
     assert execution(iot, job_id, "thing-1")["status"] == "QUEUED"
+
+
+def test_jobs_and_executions_survive_a_service_restart(stack, iot, job_id, device):
+    create(iot, job_id, ["thing-1", "thing-2"], description="kept")
+    device.start(job_id)
+    stack.restart_service()
+    assert iot.describe_job(jobId=job_id)["job"]["description"] == "kept"
+    assert execution(iot, job_id, "thing-1")["status"] == "IN_PROGRESS"
+    assert execution(iot, job_id, "thing-2")["status"] == "QUEUED"
