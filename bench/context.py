@@ -12,6 +12,8 @@ import shutil
 import tempfile
 from typing import Any, Callable, Dict, Optional, TypeVar
 
+from bench.sdk import Connection
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -50,6 +52,14 @@ class BenchContext:
         if name not in things:
             things[name] = self.stack.add_thing(name)
         return things[name]
+
+    def privileged(self) -> Connection:
+        """The Jobs service's own identity: the only one allowed on every thing's topics."""
+        service = self.stack.certificates.service
+        return Connection(host="localhost", port=self.stack.mqtt_port,
+                          thing_name="local-jobs-service", root_ca=str(self.stack.ca_path),
+                          certificate=str(service.certificate),
+                          private_key=str(service.private_key))
 
     def cached(self, key: str, compute: Callable[[], T]) -> T:
         """``compute()`` once per run; later calls return the same value (a shared baseline)."""

@@ -8,6 +8,7 @@ from typing import Callable, List
 from bench.baselines import bare_round_trip
 from bench.context import BenchContext
 from bench.report import Row
+from bench.service_bench import latency_rows, throughput_rows
 
 
 @dataclass(frozen=True)
@@ -31,4 +32,8 @@ def _round_trip_rows(ctx: BenchContext) -> List[Row]:
 MEASUREMENTS: List[Measurement] = [
     Measurement("round_trip", "bare SDK publish-to-own-subscription round trip",
                 _round_trip_rows),
+    Measurement("service_latency", "local Jobs service get request->accepted latency",
+                latency_rows),
+    Measurement("service_throughput", "local Jobs service executions/s for 100 things",
+                throughput_rows),
 ]

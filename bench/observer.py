@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional
 
 import paho.mqtt.client as mqtt
 
-from bench.paho import tls_client
+from bench.mqtt_tls import tls_client
 from bench.sdk import Connection
 
 TERMINAL = {"SUCCEEDED", "FAILED", "REJECTED"}

@@ -18,7 +18,8 @@ import traceback
 from typing import List, Optional
 
 if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    # Run as a script: import the project from the repository root, not from bench/.
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from bench.context import BenchContext  # noqa: E402
 from bench.measurements import MEASUREMENTS  # noqa: E402

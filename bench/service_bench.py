@@ -16,8 +16,13 @@ from typing import Callable, Dict, List
 
 import paho.mqtt.client as mqtt
 
-from bench.paho import tls_client
+from bench import sdk
+from bench.baselines import Latency, bare_round_trip
+from bench.context import BenchContext
+from bench.mqtt_tls import tls_client
+from bench.report import Row
 from bench.sdk import Connection
+from bench.stats import median
 
 
 class DeviceLoop:
@@ -167,3 +172,52 @@ def measure_with_bare_responder(privileged: Connection, connections: List[Connec
             return run_device_loops(connections, timeout)
     finally:
         resume_service()
+
+
+SERVICE_THINGS = 100
+LATENCY_THING = "bench-service-latency"
+
+
+def _create_jobs(iot: object, prefix: str, count: int, arns: List[str]) -> None:
+    for index in range(count):
+        iot.create_job(jobId=f"{prefix}-{index}", targets=arns,  # type: ignore[attr-defined]
+                       document=json.dumps({"operation": "noop"}))
+
+
+def throughput_rows(ctx: BenchContext) -> List[Row]:
+    """Job executions per second the service moves for 100 things, vs the bare responder."""
+    credentials = [ctx.thing(f"bench-svc-{index:03d}") for index in range(SERVICE_THINGS)]
+    connections = [Connection.from_settings(item.settings_path) for item in credentials]
+    arns = [item.arn for item in credentials]
+    jobs_per_thing = ctx.size(3, 10)
+    timeout = 120.0
+    bare, served = [], []
+    for run in range(ctx.runs):
+        bare.append(measure_with_bare_responder(
+            ctx.privileged(), connections, jobs_per_thing, timeout,
+            ctx.stack.kill_service, ctx.stack.start_service))
+        _create_jobs(ctx.stack.iot_client(), f"svc-{run}", jobs_per_thing, arns)
+        served.append(run_device_loops(connections, timeout))
+    return [Row(f"service: job executions/s, {SERVICE_THINGS} things x {jobs_per_thing} jobs",
+                median(served), "exec/s", median(bare), "bare MQTT responder")]
+
+
+def latency_rows(ctx: BenchContext) -> List[Row]:
+    """The service's request-to-response latency (``get``), vs the bare SDK round trip."""
+    bare = bare_round_trip(ctx)
+    connection = Connection.from_settings(ctx.thing(LATENCY_THING).settings_path)
+    client = sdk.connect(connection, no_delay=True)
+    topic = f"$aws/things/{connection.thing_name}/jobs/get"
+    try:
+        count = ctx.size(300, 1000)
+        runs = [sdk.round_trips(client, topic, count, reply_topic=f"{topic}/accepted")
+                for _ in range(ctx.runs)]
+    finally:
+        client.disconnect()
+    latency = Latency.of_runs(runs)
+    return [
+        Row("service: get request->accepted p50", latency.p50_ms, "ms", bare.p50_ms,
+            "bare SDK round trip p50"),
+        Row("service: get request->accepted p99", latency.p99_ms, "ms", bare.p99_ms,
+            "bare SDK round trip p99"),
+    ]
