@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the agent from this folder.
 #
-#   ./start.sh [AGENT ARGUMENTS...]     the agent with ./settings.conf (or --settings FILE)
+#   ./start.sh [AGENT ARGUMENTS...]     the agent with ./settings.conf (or -c/--config FILE)
 #   ./start.sh --local                  the agent against a local Jobs service and broker, with
 #                                       demo certificates, settings and a throwaway apt root,
 #                                       all under .local/ (no AWS account needed)
@@ -44,25 +44,25 @@ fi
 ensure_venv "$here/.venv" requirements.txt || exit 2
 check_python_apt
 
-has_settings_argument=0
+has_config_argument=0
 for argument in "$@"; do
     case $argument in
-        --settings | --settings=* | -h | --help) has_settings_argument=1 ;;
+        -c* | --config | --config=* | -h | --help) has_config_argument=1 ;;
     esac
 done
-if [ "$has_settings_argument" = 0 ]; then
+if [ "$has_config_argument" = 0 ]; then
     if [ ! -f settings.conf ]; then
         cat >&2 <<EOF
 No settings file: $here/settings.conf does not exist.
 Make one from the example and fill in [connection] (endpoint, thing name, certificates):
     cp settings.conf.example settings.conf && \${EDITOR:-nano} settings.conf
 (README.md, "AWS setup", shows how to get each value), or give another file with
-    ./start.sh --settings /path/to/settings.conf
+    ./start.sh --config /path/to/settings.conf
 To see the agent work without an AWS account, run the local demo instead:
     ./start.sh --local
 EOF
         exit 2
     fi
-    set -- --settings "$here/settings.conf" "$@"
+    set -- --config "$here/settings.conf" "$@"
 fi
 exec "$here/.venv/bin/python" "$here/jobs_agent.py" "$@"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
-from systemd_fixtures import REPO_ROOT
+from systemd_fixtures import REPO_ROOT, NotifySocket
 
 INSTALL = str(Path(REPO_ROOT) / "systemd" / "install.sh")
 
@@ -119,3 +120,29 @@ def test_unknown_argument_is_refused_with_usage(tmp_path):
     assert result.returncode == 2
     assert "unknown argument: --frobnicate" in result.stderr
     assert "--uninstall" in result.stderr
+
+
+@pytest.mark.skipif(
+    not (Path(REPO_ROOT) / "jobs_agent.py").exists(), reason="jobs_agent.py not there yet"
+)
+def test_installed_agent_runs_from_its_venv_and_reports_ready(installed, stack):
+    """The unit's ExecStart, below the install root, connects to the local stack: READY=1."""
+    code = installed / "opt/iot-jobs-agent"
+    sock = NotifySocket()
+    env = dict(os.environ, NOTIFY_SOCKET=sock.path)
+    settings = stack.thing("thing-1").settings_path
+    agent = subprocess.Popen(
+        [str(code / "venv/bin/python"), str(code / "jobs_agent.py"), "--config", str(settings)],
+        cwd=str(code),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        sock.wait_for("READY=1", timeout=30)
+    finally:
+        agent.terminate()
+        _, stderr = agent.communicate(timeout=60)
+        sock.close()
+    assert agent.returncode == 0, stderr.decode(errors="replace")

@@ -65,7 +65,7 @@ def test_unit_starts_the_installed_agent_with_the_etc_settings_file():
     assert unit_service_section()["ExecStart"].split() == [
         "/opt/iot-jobs-agent/venv/bin/python",
         "/opt/iot-jobs-agent/jobs_agent.py",
-        "--settings",
+        "--config",
         "/etc/iot-jobs-agent/settings.conf",
     ]
 
