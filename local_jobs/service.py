@@ -69,7 +69,7 @@ from local_jobs.model import (
 )
 from local_jobs.store import Store
 
-log = logging.getLogger("local_jobs.service")
+log = logging.getLogger(__name__)
 
 Publisher = Callable[[str, dict], None]
 NEXT = "$next"
@@ -949,4 +949,8 @@ def _start_control_plane(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not this __main__ copy: the data plane matches error
+    # classes of local_jobs.service, which would otherwise be a second, different module.
+    from local_jobs.service import main as _main
+
+    sys.exit(_main())

@@ -16,6 +16,17 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from local_jobs.stack import LocalStack
 
 Message = Tuple[str, Any]
+DOCUMENT = {"jobType": "APT_UPDATE", "packages": ["cowsay"]}
+
+
+def create_job(stack: LocalStack, job_id: str, things=("thing-1",), document=DOCUMENT, **kwargs):
+    """CreateJob through the control plane with boto3; ``kwargs`` go to create_job as is."""
+    stack.iot_client().create_job(
+        jobId=job_id,
+        targets=[stack.thing(t).arn for t in things],
+        document=json.dumps(document),
+        **kwargs,
+    )
 
 
 class RawDevice:
@@ -47,16 +58,20 @@ class RawDevice:
             client_id=f"{thing_name}-{uuid.uuid4().hex[:8]}",
             protocol=mqtt.MQTTv5,
         )
-        self.client.tls_set(
-            ca_certs=str(stack.ca_path), certfile=identity[0], keyfile=identity[1]
-        )
+        self.client.tls_set(ca_certs=str(stack.ca_path), certfile=identity[0], keyfile=identity[1])
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
+        self.client.on_disconnect = lambda *args: self._subscribed.clear()
         self.client.connect("localhost", stack.mqtt_port, keepalive=30)
         self.client.loop_start()
         if not self._subscribed.wait(10):
             raise TimeoutError(f"device {thing_name} did not subscribe")
+
+    def wait_subscribed(self, timeout: float = 15.0) -> None:
+        """Wait until the device is (re)connected and (re)subscribed."""
+        if not self._subscribed.wait(timeout):
+            raise AssertionError(f"device {self.thing_name} not subscribed in {timeout}s")
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         client.subscribe([(f, SubscribeOptions(qos=1, noLocal=True)) for f in self._filters])
@@ -87,9 +102,11 @@ class RawDevice:
         token = body.setdefault("clientToken", uuid.uuid4().hex)
         self.publish(suffix, body, **kwargs)
         return self.wait_for(
-            lambda t, b: t in (f"{suffix}/accepted", f"{suffix}/rejected")
-            and isinstance(b, dict)
-            and b.get("clientToken") == token
+            lambda t, b: (
+                t in (f"{suffix}/accepted", f"{suffix}/rejected")
+                and isinstance(b, dict)
+                and b.get("clientToken") == token
+            )
         )
 
     def wait_for(self, match, timeout: float = 5.0) -> Message:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from AWSIoTPythonSDK.core.jobs.thingJobManager import jobExecutionStatus as status
 from AWSIoTPythonSDK.core.jobs.thingJobManager import jobExecutionTopicType as kind
-from local_jobs_fixtures import SdkDevice
+from local_jobs_fixtures import DOCUMENT, SdkDevice, create_job
 
 pytestmark = pytest.mark.timeout(60)
-
-DOCUMENT = {"jobType": "APT_UPDATE", "packages": ["cowsay"]}
 
 
 @pytest.fixture
@@ -19,15 +15,6 @@ def sdk(stack):
     device = SdkDevice(stack, "thing-1")
     yield device
     device.close()
-
-
-def create_job(stack, job_id, things=("thing-1",), document=DOCUMENT, **kwargs):
-    stack.iot_client().create_job(
-        jobId=job_id,
-        targets=[stack.thing(t).arn for t in things],
-        document=json.dumps(document),
-        **kwargs,
-    )
 
 
 def test_sdk_runs_a_job_from_notify_next_to_succeeded(stack, sdk):
