@@ -36,6 +36,7 @@ from local_jobs.model import (
     Job,
     JobExecution,
     JobsService,
+    JobStatus,
     RetryCriterion,
     RetryFailureType,
     ServiceError,
@@ -398,6 +399,22 @@ def job_reference_shape(job: Job, region: str) -> Dict[str, Any]:
     )
 
 
+def job_summary_shape(job: Job, region: str) -> Dict[str, Any]:
+    """A ``JobSummary`` as ListJobs carries it."""
+    return _without_none(
+        {
+            "jobArn": job_arn(job.job_id, region),
+            "jobId": job.job_id,
+            "targetSelection": "SNAPSHOT",
+            "status": job.status.value,
+            "createdAt": job.created_at,
+            "lastUpdatedAt": job.last_updated_at,
+            "completedAt": job.completed_at,
+            "isConcurrent": False,
+        }
+    )
+
+
 def job_shape(job: Job, counts: Mapping[ExecutionStatus, int], region: str) -> Dict[str, Any]:
     """DescribeJob's ``job`` structure."""
     timeout = _without_none({"inProgressTimeoutInMinutes": job.in_progress_timeout_minutes})
@@ -521,6 +538,25 @@ class _Operations:
             }
         )
 
+    def list_jobs(self, params: Dict[str, str], query: Query, body: Body) -> Response:
+        status = query.get("status")
+        if status is not None and status not in {s.value for s in JobStatus}:
+            choices = ", ".join(s.value for s in JobStatus)
+            raise _invalid(f"status {status!r} is not one of {choices}")
+        # Every local job targets things as a snapshot: a filter on thing groups or on
+        # CONTINUOUS selection matches nothing.
+        if query.get("targetSelection", "SNAPSHOT") != "SNAPSHOT" or (
+            "thingGroupName" in query or "thingGroupId" in query
+        ):
+            return {"jobs": []}
+        return {
+            "jobs": [
+                job_summary_shape(job, self.region)
+                for job in self.service.list_jobs()
+                if status is None or job.status.value == status
+            ]
+        }
+
     def get_job_document(self, params: Dict[str, str], query: Query, body: Body) -> Response:
         return {"document": self.service.describe_job(_job_id(params["jobId"])).document}
 
@@ -622,6 +658,7 @@ _SEGMENT = r"[^/]+"
 _ROUTES: List[Tuple[str, re.Pattern[str], str, Handler]] = [
     (method, re.compile(pattern.format(s=_SEGMENT)), name, handler)
     for method, pattern, name, handler in [
+        ("GET", r"/jobs", "ListJobs", _Operations.list_jobs),
         ("PUT", r"/jobs/(?P<jobId>{s})", "CreateJob", _Operations.create_job),
         ("GET", r"/jobs/(?P<jobId>{s})", "DescribeJob", _Operations.describe_job),
         ("DELETE", r"/jobs/(?P<jobId>{s})", "DeleteJob", _Operations.delete_job),

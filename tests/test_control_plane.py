@@ -74,6 +74,9 @@ class FakeJobsService(JobsService):
             raise ResourceNotFoundError(f"Job {job_id} cannot be found.")
         return self.jobs[job_id]
 
+    def list_jobs(self) -> Sequence[Job]:
+        return list(self.jobs.values())
+
     def job_process_counts(self, job_id):
         counts: Dict[ExecutionStatus, int] = {}
         for (jid, _), execution in self.executions.items():
@@ -269,13 +272,13 @@ def test_cancel_job_execution_passes_force_version_and_details(iot, fake):
 
 
 def test_unknown_route_is_404_naming_method_path_and_supported_operations(server):
-    request = urllib.request.Request(server.url + "/jobs", method="GET")
+    request = urllib.request.Request(server.url + "/thing-groups", method="GET")
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=5)
     assert caught.value.code == 404
     assert caught.value.headers["x-amzn-ErrorType"] == "UnknownOperationException"
     message = json.loads(caught.value.read())["message"]
-    assert message.startswith("GET /jobs is not an operation")
+    assert message.startswith("GET /thing-groups is not an operation")
     assert all(name in message for name in SUPPORTED_OPERATIONS)
 
 
@@ -285,6 +288,19 @@ def test_request_body_that_is_not_json_is_invalid_request(server):
         urllib.request.urlopen(request, timeout=5)
     assert caught.value.code == 400
     assert "request body is not valid JSON" in json.loads(caught.value.read())["message"]
+
+
+def test_list_jobs_filters_by_status_and_has_summaries(iot):
+    iot.create_job(jobId="j1", targets=[ARN], document="{}")
+    iot.create_job(jobId="j2", targets=[ARN], document="{}")
+    iot.cancel_job(jobId="j2")
+    every = iot.list_jobs()["jobs"]
+    canceled = iot.list_jobs(status="CANCELED")["jobs"]
+    assert [job["jobId"] for job in every] == ["j1", "j2"]
+    assert [job["jobId"] for job in canceled] == ["j2"]
+    assert every[0]["jobArn"] == "arn:aws:iot:us-east-1:123456789012:job/j1"
+    assert every[0]["createdAt"].timestamp() == NOW
+    assert iot.list_jobs(thingGroupName="group")["jobs"] == []
 
 
 def test_unexpected_service_failure_is_500_internal_failure(iot, fake, monkeypatch):

@@ -321,6 +321,17 @@ def test_describe_job_execution_follows_the_device(iot, job_id, device):
     assert 0 < started["approximateSecondsBeforeTimedOut"] <= 30 * 60
 
 
+def test_list_jobs_filters_by_status(cli, iot, job_id):
+    create(iot, job_id)
+    iot.cancel_job(jobId=job_id)
+    every = json.loads(cli("list-jobs").stdout)["jobs"]
+    canceled = iot.list_jobs(status="CANCELED")["jobs"]
+    in_progress = iot.list_jobs(status="IN_PROGRESS")["jobs"]
+    assert job_id in [job["jobId"] for job in every]
+    assert job_id in [job["jobId"] for job in canceled]
+    assert job_id not in [job["jobId"] for job in in_progress]
+
+
 def test_describe_unknown_job_is_resource_not_found(iot, job_id):
     assert error_of(iot.describe_job, jobId=job_id)["Code"] == "ResourceNotFoundException"
 
