@@ -12,13 +12,7 @@ import pytest
 from start_sh_fixtures import make_checkout, run_start_sh
 from systemd_fixtures import NotifySocket
 
-pytestmark = [
-    pytest.mark.timeout(180),
-    pytest.mark.skipif(
-        not (Path(__file__).resolve().parent.parent / "jobs_agent.py").exists(),
-        reason="jobs_agent.py not there yet",
-    ),
-]
+pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture

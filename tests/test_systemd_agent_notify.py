@@ -18,12 +18,7 @@ from pathlib import Path
 import pytest
 from systemd_fixtures import REPO_ROOT, NotifySocket
 
-pytestmark = [
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(
-        not (Path(REPO_ROOT) / "jobs_agent.py").exists(), reason="jobs_agent.py not there yet"
-    ),
-]
+pytestmark = pytest.mark.timeout(120)
 
 WATCHDOG_SECONDS = 1.0  # the agent pings every half of it
 OFFLINE_LIMIT_SECONDS = 2.0

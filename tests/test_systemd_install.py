@@ -122,9 +122,6 @@ def test_unknown_argument_is_refused_with_usage(tmp_path):
     assert "--uninstall" in result.stderr
 
 
-@pytest.mark.skipif(
-    not (Path(REPO_ROOT) / "jobs_agent.py").exists(), reason="jobs_agent.py not there yet"
-)
 def test_installed_agent_runs_from_its_venv_and_reports_ready(installed, stack):
     """The unit's ExecStart, below the install root, connects to the local stack: READY=1."""
     code = installed / "opt/iot-jobs-agent"
