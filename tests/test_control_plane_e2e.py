@@ -147,15 +147,21 @@ def execution(iot, job_id: str, thing: str = "thing-1") -> dict:
 # --------------------------------------------------------------------------- AWS CLI
 
 
-def test_cli_create_job_with_a_file_document_queues_it(cli, iot, tmp_path, job_id):
+def test_cli_create_job_as_the_issue_writes_it_queues_the_job(stack, cli_env, iot, tmp_path):
+    # Exactly the command of issue 2 (job id "1" is used by no other test of this module).
     (tmp_path / "job.json").write_text('{"jobType": "APT_UPDATE"}')
-    result = cli(
-        "create-job", "--job-id", job_id, "--targets", ARN_1, "--document", "file://job.json"
+    command = [AWS, "iot", "create-job", "--endpoint-url", stack.control_url, "--job-id", "1"]
+    command += ["--targets", ARN_1, "--document", "file://job.json"]
+    result = subprocess.run(
+        command, env=cli_env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["jobArn"].endswith(f":job/{job_id}")
-    assert iot.get_job_document(jobId=job_id)["document"] == '{"jobType": "APT_UPDATE"}'
-    assert execution(iot, job_id)["status"] == "QUEUED"
+    assert json.loads(result.stdout) == {
+        "jobArn": "arn:aws:iot:us-east-1:123456789012:job/1",
+        "jobId": "1",
+    }
+    assert iot.get_job_document(jobId="1")["document"] == '{"jobType": "APT_UPDATE"}'
+    assert execution(iot, "1")["status"] == "QUEUED"
 
 
 def test_cli_document_source_is_read_from_the_documents_folder(cli, iot, stack, job_id):
