@@ -74,6 +74,9 @@ class RawDevice:
             raise AssertionError(f"device {self.thing_name} not subscribed in {timeout}s")
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if not self._filters:
+            self._subscribed.set()
+            return
         client.subscribe([(f, SubscribeOptions(qos=1, noLocal=True)) for f in self._filters])
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
