@@ -225,6 +225,10 @@ class JobsService:
         """Raises ResourceNotFoundError."""
         raise NotImplementedError
 
+    def list_jobs(self) -> Sequence[Job]:
+        """Every job, in creation order."""
+        raise NotImplementedError
+
     def job_process_counts(self, job_id: str) -> Dict[ExecutionStatus, int]:
         """How many of the job's executions are in each status (for ``jobProcessDetails``)."""
         raise NotImplementedError
