@@ -333,6 +333,7 @@ class JobClient:
         self._next_poll_at = 0.0
         self._stopping = False
         self._stop_deadline = 0.0
+        self._stop_grace = 0.0
         self._final_deadline: Optional[float] = None
         self._connected_once = False
 
@@ -618,13 +619,14 @@ class JobClient:
             return
         log.info("stopping: taking no new job")
         self._stopping = True
+        self._stop_grace = grace
         self._claim_wanted = False
         self._stop_deadline = time.monotonic() + grace
         job = self._job
         if job is not None and job.context is not None:
             job.context._request_stop("agent shutting down")
         if job is not None and self._worker_busy and job.final is None:
-            log.info("job %s: waiting up to %.0f s for it to finish", job.job_id, grace)
+            log.info("job %s: waiting up to %g s for it to finish", job.job_id, grace)
         if job is not None and job.final is not None:
             self._final_deadline = time.monotonic() + self._request_timeout
 
@@ -652,9 +654,7 @@ class JobClient:
         job = self._job
         if self._stopping and now >= self._stop_deadline and job is not None:
             if job.final is None and not job.gone and self._worker_busy:
-                reason = (
-                    f"agent shut down before the job finished (waited {self._grace_seconds:.0f} s)"
-                )
+                reason = f"agent shut down before the job finished (waited {self._stop_grace:g} s)"
                 log.warning("job %s: %s; reporting FAILED", job.job_id, reason)
                 self._decide_final(job, Outcome.failed(reason, "AGENT_SHUTDOWN"))
                 self._final_deadline = now + self._request_timeout

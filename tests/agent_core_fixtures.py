@@ -1,0 +1,211 @@
+"""Helpers for the agent-core end-to-end tests: an in-process JobClient, jobs, waiting.
+
+The JobClient runs with the real SDK client against the real broker and local Jobs service;
+timings are shortened so every test stays fast (the stack's service minute is 1 s).
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional
+
+from agent.journal import Journal
+from agent.mqtt import make_mqtt_client
+from agent.settings import load_settings
+from job_client import JobClient
+from local_jobs.stack import LocalStack
+
+REPO = Path(__file__).resolve().parent.parent
+CHILD = Path(__file__).resolve().parent / "agent_core_child.py"
+TERMINAL = ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "CANCELED", "REMOVED")
+
+# Fast timings for in-process clients.
+FAST = dict(
+    progress_interval_seconds=0.1,
+    request_timeout_seconds=2.0,
+    retry_max_seconds=1.0,
+    shutdown_grace_seconds=2.0,
+    keepalive_seconds=5,
+)
+
+
+def get_job_type(document: Any) -> Any:
+    return document.get("jobType") if isinstance(document, dict) else None
+
+
+def create_job(stack: LocalStack, job_id: str, document: Dict[str, Any], thing: str = "thing-1"):
+    stack.iot_client().create_job(
+        jobId=job_id, targets=[stack.thing(thing).arn], document=json.dumps(document)
+    )
+
+
+def execution(stack: LocalStack, job_id: str, thing: str = "thing-1") -> Dict[str, Any]:
+    """The execution as DescribeJobExecution shows it; statusDetails flattened."""
+    found = stack.iot_client().describe_job_execution(jobId=job_id, thingName=thing)["execution"]
+    found["details"] = found.get("statusDetails", {}).get("detailsMap", {})
+    return found
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def wait_status(
+    stack: LocalStack,
+    job_id: str,
+    statuses: Iterable[str] = TERMINAL,
+    timeout: float = 10.0,
+    thing: str = "thing-1",
+) -> Dict[str, Any]:
+    """Wait until the execution has one of ``statuses``; return it."""
+    wanted = tuple(statuses)
+    last: Dict[str, Any] = {}
+
+    def check():
+        nonlocal last
+        last = execution(stack, job_id, thing)
+        return last if last["status"] in wanted else None
+
+    try:
+        return wait_for(check, timeout, f"job {job_id} in {wanted}")
+    except AssertionError:
+        raise AssertionError(f"job {job_id} not in {wanted} after {timeout} s: {last}") from None
+
+
+class InProcessAgent:
+    """A JobClient for one thing of ``stack``, with the real SDK client and a journal."""
+
+    def __init__(self, stack: LocalStack, thing: str = "thing-1", **options: Any) -> None:
+        self.settings = load_settings(stack.thing(thing).settings_path)
+        self.journal = Journal(self.settings.agent.state_dir)
+        kwargs = dict(FAST)
+        kwargs.update(options)
+        self.client = JobClient(
+            make_mqtt_client(self.settings.connection), thing, journal=self.journal, **kwargs
+        )
+        self.stopped = False
+
+    def add(self, job_type: str, handler: Callable[..., Any], **kwargs: Any) -> InProcessAgent:
+        self.client.add_handler(get_job_type, job_type, handler, **kwargs)
+        return self
+
+    def start(self, wait_ready: bool = True) -> InProcessAgent:
+        self.client.start()
+        if wait_ready:
+            assert self.client.ready.wait(15), "job client not ready in 15 s"
+        return self
+
+    def stop(self, grace_seconds: Optional[float] = None) -> None:
+        if not self.stopped:
+            self.stopped = True
+            self.client.stop(grace_seconds)
+
+
+class Recorder:
+    """Test handlers that record every call: which job, which attempt, in which order."""
+
+    def __init__(self) -> None:
+        self.calls: List[tuple] = []
+        self.lock = threading.Lock()
+        self.release = threading.Event()
+
+    def record(self, document: Dict[str, Any], job: Any) -> None:
+        with self.lock:
+            self.calls.append((job.job_id, job.attempt))
+
+    def runs(self, job_id: str) -> int:
+        with self.lock:
+            return sum(1 for called, _ in self.calls if called == job_id)
+
+    def quick(self, document: Dict[str, Any], job: Any) -> Dict[str, str]:
+        """Succeeds at once with the document's ``answer``."""
+        self.record(document, job)
+        return {"answer": str(document.get("answer", "done"))}
+
+    def blocking(self, document: Dict[str, Any], job: Any) -> Dict[str, str]:
+        """Reports progress until ``release`` is set or the job should stop."""
+        self.record(document, job)
+        step = 0
+        while not self.release.is_set():
+            if job.should_stop():
+                return {"stopped": job.stop_reason}
+            step += 1
+            job.report_progress({"step": str(step)})
+            self.release.wait(0.05)
+        return {"steps": str(step)}
+
+
+def set_agent_options(settings_path: Path, **values: Any) -> None:
+    """Rewrite ``[agent]`` keys of a settings file (the stack wrote the rest)."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(settings_path)
+    if not parser.has_section("agent"):
+        parser.add_section("agent")
+    for key, value in values.items():
+        parser.set("agent", key, str(value))
+    with open(settings_path, "w") as stream:
+        parser.write(stream)
+
+
+class AgentProcess:
+    """``tests/agent_core_child.py`` (jobs_agent.run_agent with test handlers) as a process."""
+
+    def __init__(self, settings_path: Path, log_path: Path, runs_path: Path) -> None:
+        self.log_path = log_path
+        self.runs_path = runs_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in wait()
+        self.process = subprocess.Popen(
+            [sys.executable, str(CHILD), "-c", str(settings_path), "--runs", str(runs_path)],
+            cwd=REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def runs(self) -> List[str]:
+        """One line per handler start: ``<job id> <attempt>``."""
+        if not self.runs_path.exists():
+            return []
+        return self.runs_path.read_text().splitlines()
+
+    def wait_log(self, text: str, timeout: float = 15.0) -> None:
+        wait_for(lambda: text in self.log_text(), timeout, f"{text!r} in the agent log")
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.wait(10)
+
+    def wait(self, timeout: float = 20.0) -> int:
+        try:
+            return self.process.wait(timeout)
+        finally:
+            if self.process.poll() is not None:
+                self._log.close()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self._log.close()

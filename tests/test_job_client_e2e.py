@@ -1,0 +1,291 @@
+"""JobClient end to end: real SDK client, real broker, local Jobs service, test handlers."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from agent_core_fixtures import (
+    InProcessAgent,
+    Recorder,
+    create_job,
+    execution,
+    wait_for,
+    wait_status,
+)
+from local_jobs_fixtures import RawDevice
+
+from agent.errors import JobFailed, JobRejected
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def recorder():
+    recorder = Recorder()
+    yield recorder
+    recorder.release.set()
+
+
+@pytest.fixture
+def agent_factory(stack):
+    made = []
+
+    def make(**options):
+        agent = InProcessAgent(stack, **options)
+        made.append(agent)
+        return agent
+
+    yield make
+    for agent in made:
+        agent.stop(grace_seconds=0)
+
+
+def test_job_queued_while_offline_runs_at_start(stack, agent_factory, recorder):
+    create_job(stack, "offline-1", {"jobType": "QUICK", "answer": 42})
+    agent_factory().add("QUICK", recorder.quick).start()
+    done = wait_status(stack, "offline-1")
+    assert done["status"] == "SUCCEEDED"
+    assert done["details"] == {"answer": "42"}
+
+
+def test_job_created_while_idle_is_run(stack, agent_factory, recorder):
+    agent_factory().add("QUICK", recorder.quick).start()
+    create_job(stack, "later-1", {"jobType": "QUICK"})
+    assert wait_status(stack, "later-1")["status"] == "SUCCEEDED"
+
+
+def test_job_queued_behind_a_running_one_runs_after_it(stack, agent_factory, recorder):
+    agent_factory().add("BLOCK", recorder.blocking).add("QUICK", recorder.quick).start()
+    create_job(stack, "first", {"jobType": "BLOCK"})
+    wait_status(stack, "first", ["IN_PROGRESS"])
+    create_job(stack, "second", {"jobType": "QUICK"})
+    time.sleep(0.3)
+    assert execution(stack, "second")["status"] == "QUEUED"
+    recorder.release.set()
+    assert wait_status(stack, "second")["status"] == "SUCCEEDED"
+    assert execution(stack, "first")["status"] == "SUCCEEDED"
+    assert [job_id for job_id, _ in recorder.calls] == ["first", "second"]
+
+
+def test_progress_is_visible_while_the_job_runs(stack, agent_factory, recorder):
+    agent_factory().add("BLOCK", recorder.blocking).start()
+    create_job(stack, "progress-1", {"jobType": "BLOCK"})
+    running = wait_for(
+        lambda: (e := execution(stack, "progress-1"))["details"].get("step") and e,
+        what="a progress report",
+    )
+    assert running["status"] == "IN_PROGRESS"
+    recorder.release.set()
+    done = wait_status(stack, "progress-1")
+    assert done["status"] == "SUCCEEDED"
+    assert int(done["details"]["steps"]) > 0
+
+
+def test_handler_exception_gives_failed_with_its_message(stack, agent_factory):
+    def explode(document, job):
+        raise RuntimeError("disk on fire")
+
+    agent_factory().add("EXPLODE", explode).start()
+    create_job(stack, "boom-1", {"jobType": "EXPLODE"})
+    done = wait_status(stack, "boom-1")
+    assert done["status"] == "FAILED"
+    assert done["details"] == {"reason": "RuntimeError: disk on fire", "errorCode": "HANDLER_ERROR"}
+
+
+def test_job_failed_reports_reason_code_and_details(stack, agent_factory):
+    def fail(document, job):
+        raise JobFailed("package foo not found", "NOT_FOUND", {"package": "foo"})
+
+    agent_factory().add("FAIL", fail).start()
+    create_job(stack, "fail-1", {"jobType": "FAIL"})
+    done = wait_status(stack, "fail-1")
+    assert done["status"] == "FAILED"
+    assert done["details"] == {
+        "reason": "package foo not found",
+        "errorCode": "NOT_FOUND",
+        "package": "foo",
+    }
+
+
+def test_job_rejected_by_the_handler_is_reported_rejected(stack, agent_factory):
+    def refuse(document, job):
+        raise JobRejected("package 'evil' is not allowed", "NOT_ALLOWED")
+
+    agent_factory().add("REFUSE", refuse).start()
+    create_job(stack, "refuse-1", {"jobType": "REFUSE"})
+    done = wait_status(stack, "refuse-1")
+    assert done["status"] == "REJECTED"
+    assert done["details"]["errorCode"] == "NOT_ALLOWED"
+
+
+def test_unknown_job_type_is_rejected(stack, agent_factory, recorder):
+    agent_factory().add("QUICK", recorder.quick).start()
+    create_job(stack, "unknown-1", {"jobType": "TELEPORT"})
+    done = wait_status(stack, "unknown-1")
+    assert done["status"] == "REJECTED"
+    assert done["details"]["errorCode"] == "NO_HANDLER"
+    assert "'TELEPORT'" in done["details"]["reason"]
+    assert recorder.calls == []
+
+
+def test_long_result_is_cut_to_fit_keeping_its_tail(stack, agent_factory):
+    def chatty(document, job):
+        return {"output": "noise " * 1000 + "the end", "bad key!": "x"}
+
+    agent_factory().add("CHATTY", chatty).start()
+    create_job(stack, "chatty-1", {"jobType": "CHATTY"})
+    done = wait_status(stack, "chatty-1")
+    assert done["status"] == "SUCCEEDED"
+    assert len(done["details"]["output"]) == 1024
+    assert done["details"]["output"].endswith("the end")
+    assert done["details"]["bad_key_"] == "x"
+
+
+def test_heartbeats_keep_a_long_job_past_its_step_timeout(stack, agent_factory, recorder):
+    # The stack's minute lasts 1 s: a 1-minute step timeout fires after 1 s of silence.
+    agent_factory(step_timeout_minutes=1, heartbeat_seconds=0.25).add(
+        "BLOCK", lambda d, j: time.sleep(3) or {"slept": "3"}
+    ).start()
+    create_job(stack, "long-1", {"jobType": "BLOCK"})
+    done = wait_status(stack, "long-1", timeout=15)
+    assert done["status"] == "SUCCEEDED"
+
+
+def test_force_canceled_job_stops_being_reported(stack, agent_factory, recorder):
+    stopped = threading.Event()
+    reasons = []
+
+    def until_stopped(document, job):
+        while not job.wait(0.05):
+            job.report_progress({"alive": str(time.monotonic())})
+        reasons.append(job.stop_reason)
+        stopped.set()
+        return {"never": "reported"}
+
+    agent_factory().add("LOOP", until_stopped).add("QUICK", recorder.quick).start()
+    create_job(stack, "cancel-me", {"jobType": "LOOP"})
+    wait_status(stack, "cancel-me", ["IN_PROGRESS"])
+    create_job(stack, "after-cancel", {"jobType": "QUICK"})
+    stack.iot_client().cancel_job(jobId="cancel-me", force=True)
+    assert stopped.wait(10), "the handler was not told to stop"
+    assert "refused the update" in reasons[0]
+    assert wait_status(stack, "after-cancel")["status"] == "SUCCEEDED"
+    assert execution(stack, "cancel-me")["status"] == "CANCELED"
+
+
+def test_duplicate_notifications_run_nothing_twice(stack, agent_factory, recorder):
+    agent_factory().add("QUICK", recorder.quick).add("BLOCK", recorder.blocking).start()
+    create_job(stack, "dup-1", {"jobType": "QUICK"})
+    done = wait_status(stack, "dup-1")
+    create_job(stack, "dup-2", {"jobType": "BLOCK"})
+    wait_status(stack, "dup-2", ["IN_PROGRESS"])
+    certs = stack.certificates.service
+    service = RawDevice(
+        stack,
+        "thing-1",
+        identity=(str(certs.certificate), str(certs.private_key)),
+        subscribe=["$aws/things/thing-1/jobs/notify"],
+    )
+    try:
+        stale = {"jobId": "dup-1", "status": "QUEUED", "versionNumber": 1, "executionNumber": 1}
+        running = {"jobId": "dup-2", "status": "QUEUED", "versionNumber": 1, "executionNumber": 1}
+        for _ in range(3):
+            service.publish("notify-next", {"timestamp": 1, "execution": running})
+            service.publish("notify", {"timestamp": 1, "jobs": {"QUEUED": [stale, running]}})
+            # A start-next reply nobody asked for (no token we sent) must be ignored.
+            service.publish(
+                "start-next/accepted",
+                {"clientToken": "forged", "execution": {**stale, "jobDocument": {}}},
+            )
+        time.sleep(0.5)
+        recorder.release.set()
+        assert wait_status(stack, "dup-2")["status"] == "SUCCEEDED"
+        time.sleep(0.3)
+    finally:
+        service.close()
+    assert recorder.runs("dup-1") == 1
+    assert recorder.runs("dup-2") == 1
+    assert done["status"] == "SUCCEEDED"
+
+
+def test_broker_restart_mid_job_recovers(stack, agent_factory, recorder):
+    agent = agent_factory().add("BLOCK", recorder.blocking).start()
+    create_job(stack, "restart-1", {"jobType": "BLOCK"})
+    wait_status(stack, "restart-1", ["IN_PROGRESS"])
+    stack.kill_broker()
+    wait_for(lambda: not agent.client.is_connected(), what="the agent to notice")
+    recorder.release.set()  # the job ends while the broker is down
+    time.sleep(0.3)
+    stack.start_broker()
+    done = wait_status(stack, "restart-1", timeout=20)
+    assert done["status"] == "SUCCEEDED"
+    assert recorder.runs("restart-1") == 1
+
+
+def test_job_queued_during_a_broker_outage_runs_after_reconnect(stack, agent_factory, recorder):
+    agent = agent_factory().add("QUICK", recorder.quick).start()
+    stack.kill_broker()
+    wait_for(lambda: not agent.client.is_connected(), what="the agent to notice")
+    create_job(stack, "outage-1", {"jobType": "QUICK"})
+    stack.start_broker()
+    assert wait_status(stack, "outage-1", timeout=20)["status"] == "SUCCEEDED"
+
+
+def test_service_restart_mid_job_recovers_by_retrying(stack, agent_factory, recorder):
+    agent_factory(request_timeout_seconds=1.0).add("BLOCK", recorder.blocking).start()
+    create_job(stack, "svc-1", {"jobType": "BLOCK"})
+    wait_status(stack, "svc-1", ["IN_PROGRESS"])
+    stack.kill_service()
+    recorder.release.set()  # the final status gets no reply until the service is back
+    time.sleep(1.5)
+    stack.start_service()
+    assert wait_status(stack, "svc-1", timeout=20)["status"] == "SUCCEEDED"
+    assert recorder.runs("svc-1") == 1
+
+
+def test_stop_lets_the_running_job_finish_within_the_grace_period(stack, agent_factory):
+    started = threading.Event()
+
+    def short(document, job):
+        started.set()
+        time.sleep(0.5)
+        return {"finished": "yes"}
+
+    agent = agent_factory().add("SHORT", short).start()
+    create_job(stack, "grace-1", {"jobType": "SHORT"})
+    assert started.wait(10)
+    agent.stop(grace_seconds=5)
+    assert execution(stack, "grace-1")["status"] == "SUCCEEDED"
+
+
+def test_stop_reports_failed_when_the_job_overruns_the_grace_period(stack, agent_factory):
+    started = threading.Event()
+    agent = agent_factory().add("SLOW", lambda d, j: started.set() or time.sleep(5)).start()
+    create_job(stack, "overrun-1", {"jobType": "SLOW"})
+    assert started.wait(10)
+    started = time.monotonic()
+    agent.stop(grace_seconds=0.5)
+    assert time.monotonic() - started < 4
+    done = execution(stack, "overrun-1")
+    assert done["status"] == "FAILED"
+    assert done["details"]["errorCode"] == "AGENT_SHUTDOWN"
+    assert done["details"]["reason"] == "agent shut down before the job finished (waited 0.5 s)"
+
+
+def test_stop_tells_the_handler_to_stop(stack, agent_factory):
+    started = threading.Event()
+
+    def polite(document, job):
+        started.set()
+        job.wait(10)
+        raise JobFailed(f"gave up: {job.stop_reason}", "STOPPED")
+
+    agent = agent_factory().add("POLITE", polite).start()
+    create_job(stack, "polite-1", {"jobType": "POLITE"})
+    assert started.wait(10)
+    agent.stop(grace_seconds=5)
+    done = execution(stack, "polite-1")
+    assert done["status"] == "FAILED"
+    assert done["details"]["reason"] == "gave up: agent shutting down"
