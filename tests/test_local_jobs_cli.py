@@ -1,0 +1,130 @@
+"""``./localjobs up``: one command starts everything, writes endpoints.json, stops cleanly."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(90)
+
+LOCALJOBS = Path(__file__).resolve().parent.parent / "localjobs"
+
+
+def _children(pid: int):
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+class Up:
+    """``./localjobs up`` running as a child process."""
+
+    def __init__(self, directory: Path, *args: str):
+        self.directory = directory
+        self.endpoints = directory / "endpoints.json"
+        started = time.time_ns()
+        self.process = subprocess.Popen(
+            [sys.executable, str(LOCALJOBS), "up", "--dir", str(directory), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while not (self.endpoints.exists() and self.endpoints.stat().st_mtime_ns >= started):
+            if self.process.poll() is not None:
+                raise AssertionError(f"localjobs up exited: {self.process.stdout.read()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError("no endpoints.json in 30s")
+            time.sleep(0.05)
+        self.children = _children(self.process.pid)
+
+    def stop(self, sig=signal.SIGTERM) -> str:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            out, _ = self.process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            out, _ = self.process.communicate()
+        return out
+
+
+def test_up_writes_endpoints_and_ready_settings_for_each_thing(tmp_path):
+    up = Up(tmp_path / "lj", "--thing", "dev-a", "--thing", "dev-b", "--minute-seconds", "2")
+    try:
+        endpoints = json.loads(up.endpoints.read_text())
+        assert endpoints["mqtt_host"] == "localhost"
+        assert endpoints["control_url"].startswith("http://127.0.0.1:")
+        assert Path(endpoints["ca_path"]).exists()
+        assert set(endpoints["things"]) == {"dev-a", "dev-b"}
+        for name, thing in endpoints["things"].items():
+            assert Path(thing["certificate"]).exists() and Path(thing["private_key"]).exists()
+            assert thing["settings_path"] == str(up.directory / name / "settings.conf")
+            settings = configparser.ConfigParser()
+            settings.read(thing["settings_path"])
+            assert settings["connection"]["thing_name"] == name
+            assert settings["connection"]["port"] == str(endpoints["mqtt_port"])
+            assert settings["connection"]["root_ca"] == endpoints["ca_path"]
+            assert settings["agent"]["state_dir"] == str(up.directory / name / "state")
+    finally:
+        out = up.stop()
+    assert up.process.returncode == 0, out
+    assert "aws iot create-job --endpoint-url http://127.0.0.1:" in out
+    assert f"localhost:{endpoints['mqtt_port']}" in out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_up_stops_broker_and_service_on_signal(tmp_path, sig):
+    up = Up(tmp_path / "lj", "--thing", "dev-a")
+    assert len(up.children) == 2  # mosquitto and the Jobs service
+    up.stop(sig)
+    assert up.process.returncode == 0
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in up.children):
+        assert time.monotonic() < deadline, "a child outlived localjobs up"
+        time.sleep(0.05)
+
+
+def test_up_again_reuses_certificates_and_ports(tmp_path):
+    first = Up(tmp_path / "lj", "--thing", "dev-a")
+    before = json.loads(first.endpoints.read_text())
+    ca = Path(before["ca_path"]).read_bytes()
+    first.stop()
+    second = Up(tmp_path / "lj", "--thing", "dev-a")
+    try:
+        after = json.loads(second.endpoints.read_text())
+    finally:
+        second.stop()
+    assert Path(after["ca_path"]).read_bytes() == ca
+    assert after["mqtt_port"] == before["mqtt_port"]
+    assert after["control_url"] == before["control_url"]
+
+
+def test_up_with_an_invalid_thing_name_fails_with_a_clear_message(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(LOCALJOBS), "up", "--dir", str(tmp_path), "--thing", "a/b"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "invalid thing name 'a/b'" in result.stderr
