@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -206,7 +207,7 @@ def _number(body: Dict[str, Any], key: str) -> Optional[int]:
         raise InvalidRequestError(f"{key} must be a number, got {value!r}")
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value.strip())
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and math.isfinite(value) and value == int(value):
         value = int(value)
     if not isinstance(value, int):
         raise InvalidRequestError(f"{key} must be a number, got {value!r}")
