@@ -1,0 +1,246 @@
+"""jobs_agent.py as a process: start-up errors, signals, kill -9 and restart, step timeouts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from agent_core_fixtures import (
+    REPO,
+    AgentProcess,
+    create_job,
+    execution,
+    set_agent_options,
+    wait_for,
+    wait_status,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+AGENT = REPO / "jobs_agent.py"
+
+
+def run_agent_command(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(AGENT), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def settings_path(stack):
+    path = stack.thing("thing-1").settings_path
+    set_agent_options(
+        path,
+        step_timeout_minutes=10,  # 10 s of the stack's time
+        heartbeat_seconds=1,
+        progress_interval_seconds=0.1,
+        shutdown_grace_seconds=2,
+    )
+    return path
+
+
+@pytest.fixture
+def agents(settings_path, tmp_path):
+    """``agents()`` starts the child agent; every one started is killed at the end."""
+    started = []
+
+    def start() -> AgentProcess:
+        agent = AgentProcess(
+            settings_path, tmp_path / f"agent-{len(started)}.log", tmp_path / "runs.txt"
+        )
+        started.append(agent)
+        agent.wait_log("connected; listening for jobs")
+        return agent
+
+    yield start
+    for agent in started:
+        agent.close()
+
+
+# start-up and settings
+
+
+def test_check_config_accepts_valid_settings(settings_path):
+    result = run_agent_command("--check-config", "-c", str(settings_path))
+    assert result.returncode == 0, result.stderr
+    assert "settings are valid" in result.stdout
+
+
+def test_missing_settings_file_says_how_to_make_one(tmp_path):
+    result = run_agent_command("-c", str(tmp_path / "settings.conf"))
+    assert result.returncode == 2
+    assert "settings file not found" in result.stderr
+    assert "settings.conf.example" in result.stderr
+    assert "./start.sh --local" in result.stderr
+
+
+def test_bad_value_is_named_and_exits_2(settings_path):
+    set_agent_options(settings_path, step_timeout_minutes="soon")
+    result = run_agent_command("--check-config", "-c", str(settings_path))
+    assert result.returncode == 2
+    assert f"{settings_path}: [agent] step_timeout_minutes: expected a whole number" in (
+        result.stderr
+    )
+
+
+def test_private_key_readable_by_others_is_a_start_up_error(stack, settings_path):
+    key = stack.thing("thing-1").private_key
+    os.chmod(key, 0o644)
+    try:
+        result = run_agent_command("-c", str(settings_path))
+    finally:
+        os.chmod(key, 0o600)
+    assert result.returncode == 2
+    assert "[connection] private_key" in result.stderr
+    assert "chmod 600" in result.stderr
+
+
+def test_second_agent_on_the_same_state_dir_is_refused(agents, settings_path):
+    agents()
+    result = run_agent_command("-c", str(settings_path))
+    assert result.returncode == 2
+    assert "another agent is running" in result.stderr
+
+
+# the real entry point
+
+
+def test_jobs_agent_rejects_an_unknown_job_type(stack, settings_path, tmp_path):
+    log_path = tmp_path / "agent.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, str(AGENT), "-c", str(settings_path)],
+            cwd=REPO,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            create_job(stack, "teleport-1", {"jobType": "TELEPORT"})
+            done = wait_status(stack, "teleport-1", timeout=20)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(20) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert done["status"] == "REJECTED"
+    assert done["details"]["errorCode"] == "NO_HANDLER"
+    assert done["details"]["reason"].startswith("no handler accepts this job document")
+
+
+# signals
+
+
+def test_sigterm_while_idle_exits_0(agents):
+    agent = agents()
+    agent.signal(signal.SIGTERM)
+    assert agent.wait() == 0
+    assert "agent stopped" in agent.log_text()
+
+
+def test_sigterm_lets_the_running_job_finish_within_the_grace_period(stack, agents):
+    agent = agents()
+    create_job(stack, "term-1", {"jobType": "STUBBORN", "seconds": 1})
+    wait_for(lambda: agent.runs(), what="the handler to start")
+    agent.signal(signal.SIGTERM)
+    assert agent.wait() == 0
+    done = execution(stack, "term-1")
+    assert done["status"] == "SUCCEEDED"
+    assert done["details"] == {"stubborn": "done"}
+
+
+def test_sigterm_reports_failed_when_the_job_overruns_the_grace_period(stack, agents):
+    agent = agents()
+    create_job(stack, "term-2", {"jobType": "STUBBORN", "seconds": 30})
+    wait_for(lambda: agent.runs(), what="the handler to start")
+    started = time.monotonic()
+    agent.signal(signal.SIGTERM)
+    assert agent.wait() == 0
+    assert time.monotonic() - started < 10
+    done = execution(stack, "term-2")
+    assert done["status"] == "FAILED"
+    assert done["details"]["reason"] == "agent shut down before the job finished (waited 2 s)"
+
+
+def test_sigint_asks_a_cooperative_handler_to_stop(stack, agents):
+    agent = agents()
+    create_job(stack, "int-1", {"jobType": "SLEEP", "seconds": 30})
+    wait_for(lambda: agent.runs(), what="the handler to start")
+    agent.signal(signal.SIGINT)
+    assert agent.wait() == 0
+    done = execution(stack, "int-1")
+    assert done["status"] == "FAILED"
+    assert done["details"]["reason"] == "stopped early: agent shutting down"
+
+
+# kill -9 and restart
+
+
+def test_kill_mid_job_then_restart_resumes_a_rerunnable_job(stack, agents):
+    first = agents()
+    create_job(stack, "kill-1", {"jobType": "SLEEP", "seconds": 1.5})
+    wait_for(lambda: first.runs(), what="the handler to start")
+    first.kill()
+    second = agents()
+    done = wait_status(stack, "kill-1", timeout=20)
+    assert done["status"] == "SUCCEEDED"
+    assert done["details"]["attempt"] == "2"
+    assert second.runs() == ["kill-1 1", "kill-1 2"]
+
+
+def test_kill_mid_job_then_restart_fails_a_job_unsafe_to_rerun(stack, agents):
+    first = agents()
+    create_job(stack, "kill-2", {"jobType": "SLEEP_ONCE", "seconds": 30})
+    wait_for(lambda: first.runs(), what="the handler to start")
+    first.kill()
+    second = agents()
+    done = wait_status(stack, "kill-2", timeout=20)
+    assert done["status"] == "FAILED"
+    assert done["details"] == {"reason": "interrupted by agent restart", "errorCode": "INTERRUPTED"}
+    assert second.runs() == ["kill-2 1"]
+
+
+def test_resumes_are_bounded(stack, agents):
+    create_job(stack, "kill-3", {"jobType": "SLEEP", "seconds": 30})
+    for attempt in (1, 2, 3):
+        agent = agents()
+        wait_for(lambda a=attempt, ag=agent: len(ag.runs()) == a, what=f"attempt {attempt}")
+        agent.kill()
+    last = agents()
+    done = wait_status(stack, "kill-3", timeout=20)
+    assert done["status"] == "FAILED"
+    assert done["details"]["reason"] == "interrupted by agent restart 3 times; giving up"
+    assert len(last.runs()) == 3
+
+
+def test_final_status_not_yet_delivered_is_sent_after_restart(stack, agents):
+    first = agents()
+    create_job(stack, "pending-1", {"jobType": "STUBBORN", "seconds": 0.5})
+    wait_for(lambda: first.runs(), what="the handler to start")
+    stack.kill_service()  # the final status gets no answer
+    first.wait_log("job pending-1: finished: SUCCEEDED")
+    first.kill()
+    stack.start_service()
+    second = agents()
+    done = wait_status(stack, "pending-1", timeout=20)
+    assert done["status"] == "SUCCEEDED"
+    assert done["details"] == {"stubborn": "done"}
+    assert second.runs() == ["pending-1 1"]  # delivered, not run again
+
+
+def test_job_of_a_dead_agent_times_out_at_the_service(stack, settings_path, agents):
+    set_agent_options(settings_path, step_timeout_minutes=1, heartbeat_seconds=0.3)
+    agent = agents()
+    create_job(stack, "dead-1", {"jobType": "SLEEP", "seconds": 30})
+    wait_for(lambda: agent.runs(), what="the handler to start")
+    agent.kill()
+    assert wait_status(stack, "dead-1", timeout=10)["status"] == "TIMED_OUT"
