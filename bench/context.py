@@ -67,6 +67,14 @@ class BenchContext:
             self._cache[key] = compute()
         return self._cache[key]
 
+    def remember(self, key: str, value: Any) -> None:
+        """Keep a figure for a later measurement of this run (e.g. the idle RSS)."""
+        self._cache[key] = value
+
+    def recall(self, key: str, default: Any = None) -> Any:
+        """A figure kept with ``remember``, or ``default``."""
+        return self._cache.get(key, default)
+
     def close(self) -> None:
         """Stop the stack and remove the scratch folder (unless ``keep``)."""
         if self._stack is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, List
 
+from bench.agent_bench import drain_rows, idle_rows, turnaround_rows
 from bench.baselines import bare_round_trip
 from bench.context import BenchContext
 from bench.report import Row
@@ -32,8 +33,13 @@ def _round_trip_rows(ctx: BenchContext) -> List[Row]:
 MEASUREMENTS: List[Measurement] = [
     Measurement("round_trip", "bare SDK publish-to-own-subscription round trip",
                 _round_trip_rows),
+    Measurement("idle", "agent vs bare SDK client: idle CPU and RSS", idle_rows),
+    Measurement("turnaround", "no-op job claim->SUCCEEDED vs bare round trip", turnaround_rows),
+    Measurement("drain", "one agent draining 500 queued no-op jobs", drain_rows),
     Measurement("service_latency", "local Jobs service get request->accepted latency",
                 latency_rows),
     Measurement("service_throughput", "local Jobs service executions/s for 100 things",
                 throughput_rows),
+    Measurement("drain_1000", "one agent draining 1,000 queued no-op jobs",
+                lambda ctx: drain_rows(ctx, 1000), heavy=True),
 ]

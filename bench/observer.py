@@ -12,7 +12,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import paho.mqtt.client as mqtt
 
@@ -51,6 +51,8 @@ class JobsObserver:
         self._changed = threading.Condition()
         self._seen: List[Seen] = []
         self._acknowledged: set = set()
+        self._requested: Dict[Tuple[str, str], str] = {}
+        self._finished: List[Tuple[float, str, str]] = []
 
     def __enter__(self) -> JobsObserver:
         self._client.connect(self._connection.host, self._connection.port, keepalive=600)
@@ -64,10 +66,24 @@ class JobsObserver:
     def _on_message(self, _client: object, _userdata: object, message: mqtt.MQTTMessage) -> None:
         at = time.perf_counter()
         parts = message.topic.split("/", 4)  # $aws, things, <thing>, jobs, <suffix>
-        if len(parts) == 5:
-            with self._changed:
-                self._seen.append(Seen(at, parts[2], parts[4], _payload(message.payload)))
-                self._changed.notify_all()
+        if len(parts) != 5:
+            return
+        item = Seen(at, parts[2], parts[4], _payload(message.payload))
+        with self._changed:
+            self._seen.append(item)
+            self._track_terminal(item)
+            self._changed.notify_all()
+
+    def _track_terminal(self, item: Seen) -> None:
+        # The default update/accepted reply carries no status: match it to the last update
+        # request for that job.
+        job_id, _, action = item.suffix.partition("/")
+        key = (item.thing, job_id)
+        if action == "update":
+            self._requested[key] = str(item.payload.get("status"))
+        elif action == "update/accepted" and self._requested.get(key) in TERMINAL:
+            self._requested.pop(key)
+            self._finished.append((item.at, item.thing, job_id))
 
     def _on_subscribe(self, _client: object, _userdata: object, mid: int, *_rest: object) -> None:
         with self._changed:
@@ -97,30 +113,25 @@ class JobsObserver:
         with self._changed:
             return [item for item in self._seen if item.at >= since]
 
-    def clear(self) -> None:
-        """Forget what was seen so far."""
-        with self._changed:
-            self._seen.clear()
+    @property
+    def finished_count(self) -> int:
+        """How many accepted updates to a terminal status were seen so far (cheap to poll)."""
+        return len(self._finished)
 
     def finished(self, since: float = 0.0) -> Dict[str, Dict[str, float]]:
-        """``{thing: {job_id: time}}`` of the accepted updates to a terminal status.
-
-        The default ``update/accepted`` reply carries no status, so each reply is matched to
-        the last update request for that job.
-        """
-        requested: Dict[tuple, str] = {}
+        """``{thing: {job_id: time}}`` of the first accepted terminal update of each job."""
         done: Dict[str, Dict[str, float]] = {}
-        for item in self.seen(since):
-            job_id, _, action = item.suffix.partition("/")
-            if action == "update":
-                requested[(item.thing, job_id)] = str(item.payload.get("status"))
-            elif action == "update/accepted" and requested.get((item.thing, job_id)) in TERMINAL:
-                done.setdefault(item.thing, {}).setdefault(job_id, item.at)
+        with self._changed:
+            for at, thing, job_id in self._finished:
+                if at >= since:
+                    done.setdefault(thing, {}).setdefault(job_id, at)
         return done
 
-    def count_finished(self, since: float = 0.0) -> int:
-        """How many job executions reached a terminal status since ``since``."""
-        return sum(len(jobs) for jobs in self.finished(since).values())
+    def finished_twice(self, since: float = 0.0) -> List[Tuple[str, str]]:
+        """``(thing, job_id)`` of every job with more than one accepted terminal update."""
+        with self._changed:
+            keys = [(thing, job_id) for at, thing, job_id in self._finished if at >= since]
+        return sorted({key for key in keys if keys.count(key) > 1})
 
     def first_claim(self, thing: str, since: float, job_id: Optional[str] = None) -> float:
         """When ``thing`` first asked to start a job after ``since`` (start-next or IN_PROGRESS)."""

@@ -1,0 +1,157 @@
+"""The agent measured from outside: idle CPU and memory, no-op job turnaround, draining a queue.
+
+The agent runs as its own process (``jobs_agent.py``, or ``bench/noop_agent.py`` which is the
+same agent plus a NOOP job type), so /proc accounts for it alone; its requests and the
+service's replies are timed by a privileged observer on the broker (``observer.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Dict, List
+
+from bench import procstat
+from bench.agent_process import (
+    AgentProcess,
+    noop_agent_command,
+    real_agent_command,
+    sdk_idle_command,
+)
+from bench.baselines import Latency, bare_round_trip
+from bench.context import BenchContext
+from bench.observer import JobsObserver
+from bench.report import Row, Target
+from bench.sdk import Connection
+from bench.service_bench import run_device_loops
+from bench.stats import median
+
+NOOP_DOCUMENT = json.dumps({"jobType": "NOOP"})
+SETTLE_SECONDS = 3.0  # after start-up, before an idle window: imports and TLS are not idling
+
+
+def wait_until_claimed(observer: JobsObserver, agent: AgentProcess, thing: str,
+                       timeout: float = 30.0) -> None:
+    """Block until the agent's first start-next was answered (it is connected and subscribed)."""
+    def answered() -> bool:
+        agent.check_running()
+        return any(item.thing == thing and item.suffix.startswith("start-next/")
+                   for item in observer.seen())
+    observer.wait_for(answered, timeout, f"start-next reply to {thing}")
+
+
+def idle_rows(ctx: BenchContext) -> List[Row]:
+    """The real agent and a bare SDK client, idle side by side over the same windows."""
+    window = ctx.size(10.0, 60.0)
+    runs = min(ctx.runs, 3)
+    agent_thing, bare_thing = ctx.thing("bench-idle-agent"), ctx.thing("bench-idle-sdk")
+    agent = AgentProcess(real_agent_command(agent_thing.settings_path),
+                         f"{ctx.directory}/idle-agent.log")
+    bare = AgentProcess(sdk_idle_command(bare_thing.settings_path),
+                        f"{ctx.directory}/idle-sdk.log")
+    with JobsObserver(ctx.privileged()) as observer:
+        observer.watch(agent_thing.name)
+        with agent, bare:
+            wait_until_claimed(observer, agent, agent_thing.name)
+            bare.wait_for_output("ready")
+            time.sleep(SETTLE_SECONDS)
+            cpu_agent, cpu_bare, rss_agent, rss_bare = [], [], [], []
+            for _ in range(runs):
+                agent_window, bare_window = procstat.measure_cpu([agent.pid, bare.pid], window)
+                cpu_agent.append(agent_window.percent)
+                cpu_bare.append(bare_window.percent)
+                rss_agent.append(procstat.rss_mib(agent.pid))
+                rss_bare.append(procstat.rss_mib(bare.pid))
+            ctx.remember("agent_idle_rss_mib", median(rss_agent))
+    return [
+        Row(f"agent idle CPU ({window:.0f} s windows)", median(cpu_agent), "% CPU",
+            median(cpu_bare), "bare SDK client idle", Target.ratio_at_most(0.1)),
+        Row("agent idle RSS", median(rss_agent), "MiB", median(rss_bare),
+            "bare SDK client idle", Target.below(30, "MiB")),
+    ]
+
+
+def _noop_job(ctx: BenchContext, observer: JobsObserver, thing: str,
+              job_id: str) -> Dict[str, float]:
+    """Create one NOOP job for an idle agent; when it was created, claimed and finished."""
+    created = time.perf_counter()
+    ctx.stack.iot_client().create_job(jobId=job_id, targets=[ctx.thing(thing).arn],
+                                      document=NOOP_DOCUMENT)
+    observer.wait_for(lambda: job_id in observer.finished(created).get(thing, {}), 30,
+                      f"SUCCEEDED of {job_id}")
+    return {"created": created, "claimed": observer.first_claim(thing, created, job_id),
+            "finished": observer.finished(created)[thing][job_id]}
+
+
+def turnaround_rows(ctx: BenchContext) -> List[Row]:
+    """No-op job turnaround, claim (start-next) to SUCCEEDED accepted, vs the bare round trip."""
+    bare = bare_round_trip(ctx)
+    thing = ctx.thing("bench-noop").name
+    per_run = ctx.size(30, 100)
+    claim_runs: List[List[float]] = []
+    create_runs: List[List[float]] = []
+    agent = AgentProcess(noop_agent_command(ctx.thing(thing).settings_path),
+                         f"{ctx.directory}/noop-agent.log")
+    with JobsObserver(ctx.privileged()) as observer:
+        observer.watch(thing)
+        with agent:
+            wait_until_claimed(observer, agent, thing)
+            for run in range(ctx.runs):
+                times = [_noop_job(ctx, observer, thing, f"noop-{run}-{index}")
+                         for index in range(per_run)]
+                claim_runs.append([t["finished"] - t["claimed"] for t in times])
+                create_runs.append([t["finished"] - t["created"] for t in times])
+    claim, create = Latency.of_runs(claim_runs), Latency.of_runs(create_runs)
+    return [
+        Row("no-op job turnaround p50 (claim->SUCCEEDED)", claim.p50_ms, "ms", bare.p50_ms,
+            "bare SDK round trip p50", Target.ratio_at_most(4)),
+        Row("no-op job turnaround p99 (claim->SUCCEEDED)", claim.p99_ms, "ms", bare.p99_ms,
+            "bare SDK round trip p99"),
+        Row("no-op job CreateJob->SUCCEEDED p50", create.p50_ms, "ms", bare.p50_ms,
+            "bare SDK round trip p50"),
+    ]
+
+
+def queue_jobs(ctx: BenchContext, thing: str, prefix: str, count: int) -> None:
+    """Queue ``count`` NOOP jobs for ``thing`` through the control plane."""
+    iot = ctx.stack.iot_client()
+    arn = ctx.thing(thing).arn
+    for index in range(count):
+        iot.create_job(jobId=f"{prefix}-{index}", targets=[arn], document=NOOP_DOCUMENT)
+
+
+def drain_rate(ctx: BenchContext, thing: str, count: int, timeout: float) -> float:
+    """Jobs per second the agent drains ``count`` queued NOOP jobs at (first claim to last
+    SUCCEEDED); RuntimeError when not all of them succeeded in ``timeout``."""
+    queue_jobs(ctx, thing, thing, count)
+    agent = AgentProcess(noop_agent_command(ctx.thing(thing).settings_path),
+                         f"{ctx.directory}/{thing}.log")
+    with JobsObserver(ctx.privileged()) as observer:
+        observer.watch(thing)
+        started = time.perf_counter()
+        with agent:
+            def drained() -> bool:
+                agent.check_running()
+                return observer.finished_count >= count
+            observer.wait_for(drained, timeout, f"{count} jobs finished by {thing}")
+    finished = observer.finished(started).get(thing, {})
+    if len(finished) != count or observer.finished_twice(started):
+        raise RuntimeError(f"{thing}: {len(finished)} of {count} jobs finished, "
+                           f"twice: {observer.finished_twice(started)}")
+    return count / (max(finished.values()) - observer.first_claim(thing, started))
+
+
+def drain_rows(ctx: BenchContext, count: int = 500) -> List[Row]:
+    """Draining ``count`` queued no-op jobs, vs a bare device loop draining as many."""
+    runs = ctx.size(1, ctx.runs)
+    timeout = 900.0
+    agent_rates, bare_rates = [], []
+    for run in range(runs):
+        agent_rates.append(drain_rate(ctx, f"bench-drain{count}-{run}", count, timeout))
+        bare_thing = f"bench-drain{count}-bare-{run}"
+        queue_jobs(ctx, bare_thing, bare_thing, count)
+        connection = Connection.from_settings(ctx.thing(bare_thing).settings_path)
+        bare_rates.append(run_device_loops([connection], timeout))
+    return [Row(f"draining {count} queued no-op jobs", median(agent_rates), "jobs/s",
+                median(bare_rates), "bare device loop, same service",
+                Target.at_least(100, "jobs/s"))]
