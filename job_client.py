@@ -627,7 +627,7 @@ class JobClient:
             job.context._request_stop("agent shutting down")
         if job is not None and self._worker_busy and job.final is None:
             log.info("job %s: waiting up to %g s for it to finish", job.job_id, grace)
-        if job is not None and job.final is not None:
+        if job is not None and job.final is not None and self._final_deadline is None:
             self._final_deadline = time.monotonic() + self._request_timeout
 
     def _done_stopping(self) -> bool:
@@ -651,19 +651,20 @@ class JobClient:
             log.warning("%s: no reply within %.0f s; will retry", what, self._request_timeout)
             self._inflight = None
             self._back_off(now)
+            if request.job is not None and request.status is Status.IN_PROGRESS:
+                request.job.check_wanted = True
         job = self._job
         if self._stopping and now >= self._stop_deadline and job is not None:
             if job.final is None and not job.gone and self._worker_busy:
                 reason = f"agent shut down before the job finished (waited {self._stop_grace:g} s)"
                 log.warning("job %s: %s; reporting FAILED", job.job_id, reason)
                 self._decide_final(job, Outcome.failed(reason, "AGENT_SHUTDOWN"))
-                self._final_deadline = now + self._request_timeout
         if job is None and not self._stopping and self._online and now >= self._next_poll_at:
             self._claim_wanted = True
 
     def _back_off(self, now: float) -> None:
         self._failures += 1
-        delay = min(self._retry_max, 0.5 * 2 ** min(self._failures, 16))
+        delay = min(self._retry_max, 0.25 * 2 ** min(self._failures, 16))
         self._retry_at = now + delay * random.uniform(0.5, 1.0)  # jitter spreads a fleet
 
     def _pump(self, now: float) -> None:
@@ -681,8 +682,9 @@ class JobClient:
                 return
             context = job.context
             if context is not None and context._has_unsent() and now >= job.next_progress_at:
-                self._send_update(job, Status.IN_PROGRESS, context._take_unsent())
-                job.next_progress_at = now + self._progress_interval
+                if self._send_update(job, Status.IN_PROGRESS, context._latest_details()):
+                    context._take_unsent()
+                    job.next_progress_at = now + self._progress_interval
             elif job.check_wanted or now >= job.last_update_at + self._heartbeat_seconds:
                 latest = context._latest_details() if context is not None else None
                 self._send_update(job, Status.IN_PROGRESS, latest)
@@ -720,7 +722,7 @@ class JobClient:
                 if self._on_ready is not None:
                     self._on_ready()
 
-    def _send_update(self, job: _Job, status: Status, details: Optional[Mapping[str, str]]) -> None:
+    def _send_update(self, job: _Job, status: Status, details: Optional[Mapping[str, str]]) -> bool:
         request = self._new_request(_Kind.UPDATE, job=job, status=status)
         payload: Dict[str, Any] = {
             "status": status.value,
@@ -744,6 +746,8 @@ class JobClient:
             self._inflight = request
             if status is Status.IN_PROGRESS:
                 job.check_wanted = False
+            return True
+        return False
 
     def _final_details(self, job: _Job) -> Optional[Mapping[str, str]]:
         """The final statusDetails, cut down step by step if the service refused them."""
@@ -971,9 +975,15 @@ class JobClient:
     def _wake(self) -> None:
         self._events.put((_Event.PROGRESS, None))
 
-    def _decide_final(self, job: _Job, outcome: Outcome) -> None:
+    def _set_final(self, job: _Job, outcome: Outcome) -> None:
         job.final = outcome
         job.final_fallback = 0
+        if self._stopping and self._final_deadline is None:
+            # Give the service one request timeout to accept it; the journal keeps it if not.
+            self._final_deadline = time.monotonic() + self._request_timeout
+
+    def _decide_final(self, job: _Job, outcome: Outcome) -> None:
+        self._set_final(job, outcome)
         record = JobRecord(
             job.job_id,
             job.execution_number,
@@ -987,7 +997,7 @@ class JobClient:
 
     def _resume_final(self, job: _Job, record: JobRecord) -> None:
         job.attempt = record.attempt
-        job.final = Outcome(Status(record.status), dict(record.status_details))
+        self._set_final(job, Outcome(Status(record.status), dict(record.status_details)))
         log.info("job %s: delivering final status %s", job.job_id, record.status)
 
     def _restore_pending_final(self) -> None:
@@ -1021,8 +1031,6 @@ class JobClient:
             return
         log.info("job %s: finished: %s", job.job_id, outcome.status.value)
         self._decide_final(job, outcome)
-        if self._stopping:
-            self._final_deadline = time.monotonic() + self._request_timeout
 
     def _finish(self, job: _Job) -> None:
         """Forget the job in hand and remember it as finished; look for the next one."""
