@@ -20,6 +20,11 @@ pytestmark = pytest.mark.timeout(60)
 # certificates
 
 
+@pytest.fixture(params=[False, True], ids=["cryptography", "openssl"])
+def use_openssl(request):
+    return request.param
+
+
 def test_certificates_are_made_once_and_reused(tmp_path):
     first = ensure_certificates(tmp_path, ["thing-1"])
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
@@ -30,23 +35,23 @@ def test_certificates_are_made_once_and_reused(tmp_path):
     assert second.thing_names() == ["thing-1"]
 
 
-def test_private_keys_are_readable_by_the_owner_only(tmp_path):
-    certs = ensure_certificates(tmp_path, ["thing-1"])
+def test_private_keys_are_readable_by_the_owner_only(tmp_path, use_openssl):
+    certs = ensure_certificates(tmp_path, ["thing-1"], use_openssl=use_openssl)
     for key in (certs.ca.private_key, certs.server.private_key, certs.service.private_key,
                 certs.thing("thing-1").private_key):  # fmt: skip
         assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
 
 
-def test_server_certificate_is_valid_for_localhost_and_loopback(tmp_path):
-    certs = ensure_certificates(tmp_path)
+def test_server_certificate_is_valid_for_localhost_and_loopback(tmp_path, use_openssl):
+    certs = ensure_certificates(tmp_path, use_openssl=use_openssl)
     cert = x509.load_pem_x509_certificate(certs.server.certificate.read_bytes())
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert names.get_values_for_type(x509.DNSName) == ["localhost"]
     assert names.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
 
 
-def test_thing_certificate_names_the_thing_in_its_common_name(tmp_path):
-    certs = ensure_certificates(tmp_path, ["my-thing:1"])
+def test_thing_certificate_names_the_thing_in_its_common_name(tmp_path, use_openssl):
+    certs = ensure_certificates(tmp_path, ["my-thing:1"], use_openssl=use_openssl)
     cert = x509.load_pem_x509_certificate(certs.thing("my-thing:1").certificate.read_bytes())
     cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
     assert cn == "my-thing:1"
@@ -89,6 +94,20 @@ def test_broker_refuses_a_certificate_from_another_authority(stack, tmp_path):
     other = ensure_certificates(tmp_path / "other", ["thing-1"])
     pair = other.thing("thing-1")
     assert not _tls_handshake(stack, str(pair.certificate), str(pair.private_key))
+
+
+def test_broker_accepts_clients_with_openssl_made_certificates(tmp_path):
+    from local_jobs.stack import LocalStack
+
+    ensure_certificates(tmp_path / "certs.d", ["thing-1"], use_openssl=True)
+    with LocalStack(tmp_path, things=["thing-1"]) as stack:
+        creds = stack.thing("thing-1")
+        assert _tls_handshake(stack, str(creds.certificate), str(creds.private_key))
+        device = RawDevice(stack, "thing-1")
+        try:
+            assert device.request("get")[0] == "get/accepted"
+        finally:
+            device.close()
 
 
 # ACL: a thing is confined to its own topics
