@@ -84,3 +84,33 @@ def test_sdk_update_with_stale_version_is_rejected_with_execution_state(stack, s
     assert rejected["executionState"]["versionNumber"] == 2
     assert rejected["executionState"]["status"] == "IN_PROGRESS"
     assert rejected["clientToken"] == "sdk-token"
+
+
+def test_sdk_sees_notify_but_no_notify_next_for_a_job_queued_behind(stack, sdk):
+    create_job(stack, "job-a")
+    sdk.jobs.sendJobsStartNext()
+    sdk.wait_topic("start-next/accepted")
+    sdk.drain()
+    create_job(stack, "job-b")
+    note = sdk.wait_topic("notify")
+    assert [j["jobId"] for j in note["jobs"]["QUEUED"]] == ["job-b"]
+    assert "notify-next" not in [t for t, _ in sdk.drain(0.5)]
+
+
+def test_sdk_describe_by_job_id_and_execution_number(stack, sdk):
+    create_job(stack, "job-d")
+    sdk.jobs.sendJobsDescribe("job-d", executionNumber=1, includeJobDocument=False)
+    reply = sdk.wait_topic("job-d/get/accepted")
+    assert reply["execution"]["executionNumber"] == 1
+    assert "jobDocument" not in reply["execution"]
+
+
+def test_sdk_update_of_a_canceled_execution_is_rejected_invalid_state_transition(stack, sdk):
+    create_job(stack, "job-c")
+    sdk.jobs.sendJobsStartNext()
+    sdk.wait_topic("start-next/accepted")
+    stack.iot_client().cancel_job(jobId="job-c", force=True)
+    sdk.jobs.sendJobsUpdate("job-c", status.JOB_EXECUTION_SUCCEEDED, executionNumber=1)
+    rejected = sdk.wait_topic("job-c/update/rejected")
+    assert rejected["code"] == "InvalidStateTransition"
+    assert rejected["executionState"]["status"] == "CANCELED"
