@@ -289,3 +289,16 @@ def test_stop_tells_the_handler_to_stop(stack, agent_factory):
     done = execution(stack, "polite-1")
     assert done["status"] == "FAILED"
     assert done["details"]["reason"] == "gave up: agent shutting down"
+
+
+def test_agent_started_while_the_broker_is_down_connects_when_it_comes_up(
+    stack, agent_factory, recorder
+):
+    stack.kill_broker()
+    create_job(stack, "late-broker-1", {"jobType": "QUICK"})
+    agent = agent_factory().add("QUICK", recorder.quick).start(wait_ready=False)
+    time.sleep(1.5)  # at least one failed connection attempt
+    assert not agent.client.ready.is_set()
+    stack.start_broker()
+    assert agent.client.ready.wait(15)
+    assert wait_status(stack, "late-broker-1", timeout=15)["status"] == "SUCCEEDED"
