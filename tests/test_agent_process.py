@@ -244,3 +244,20 @@ def test_job_of_a_dead_agent_times_out_at_the_service(stack, settings_path, agen
     wait_for(lambda: agent.runs(), what="the handler to start")
     agent.kill()
     assert wait_status(stack, "dead-1", timeout=10)["status"] == "TIMED_OUT"
+
+
+def test_unreadable_journal_after_a_crash_treats_the_job_as_interrupted(
+    stack, settings_path, agents
+):
+    first = agents()
+    create_job(stack, "torn-1", {"jobType": "SLEEP", "seconds": 1})
+    wait_for(lambda: first.runs(), what="the handler to start")
+    first.kill()
+    state_dir = settings_path.parent / "state"
+    (state_dir / "journal.json").write_text('{"format": 1, "current": {"jobId": ')
+    second = agents()
+    done = wait_status(stack, "torn-1", timeout=20)
+    assert done["status"] == "SUCCEEDED"
+    assert second.runs() == ["torn-1 1", "torn-1 2"]
+    assert (state_dir / "journal.json.unreadable").exists()
+    assert "journal" in second.log_text() and "ignored" in second.log_text()

@@ -17,6 +17,7 @@ from agent_core_fixtures import (
 from local_jobs_fixtures import RawDevice
 
 from agent.errors import JobFailed, JobRejected
+from agent.journal import JournalState
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -302,3 +303,14 @@ def test_agent_started_while_the_broker_is_down_connects_when_it_comes_up(
     stack.start_broker()
     assert agent.client.ready.wait(15)
     assert wait_status(stack, "late-broker-1", timeout=15)["status"] == "SUCCEEDED"
+
+
+def test_execution_the_journal_says_finished_is_not_run_again(stack, agent_factory, recorder):
+    agent = agent_factory().add("QUICK", recorder.quick)
+    agent.journal.save(JournalState(finished=(("again-1", 1),)))
+    create_job(stack, "again-1", {"jobType": "QUICK"})
+    agent.start()
+    done = wait_status(stack, "again-1")
+    assert done["status"] == "FAILED"
+    assert done["details"]["errorCode"] == "DUPLICATE"
+    assert recorder.calls == []
