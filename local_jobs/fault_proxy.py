@@ -8,6 +8,7 @@ Used by the resilience tests to cut, silence and slow the network without touchi
     proxy.refuse()              # and close every new one at once, until restore()
     proxy.blackhole("down")     # keep connections open but drop broker-to-agent bytes
     proxy.delay(0.5)            # hold every chunk half a second in both directions
+    proxy.delay(1.0, "down")    # or only the broker's replies
     proxy.restore()             # forward normally again; connections that lost bytes are cut
     proxy.attempts_since(t0)    # TCP connections accepted since monotonic time t0
 
@@ -29,6 +30,12 @@ UP = "up"  # agent to broker
 DOWN = "down"  # broker to agent
 BOTH = "both"
 _CHUNK = 65536
+
+
+def _directions(direction: str) -> Tuple[str, ...]:
+    if direction not in (UP, DOWN, BOTH):
+        raise ValueError(f"direction must be {UP!r}, {DOWN!r} or {BOTH!r}, got {direction!r}")
+    return (UP, DOWN) if direction == BOTH else (direction,)
 
 
 class _Pair:
@@ -66,7 +73,7 @@ class FaultProxy:
         self._accepted: List[float] = []
         self._refusing = False
         self._dropping: Set[str] = set()
-        self._delay = 0.0
+        self._delays = {UP: 0.0, DOWN: 0.0}
         self._stopped = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -117,24 +124,24 @@ class FaultProxy:
 
     def blackhole(self, direction: str = BOTH) -> None:
         """Keep connections open but silently drop the bytes going ``direction``."""
-        if direction not in (UP, DOWN, BOTH):
-            raise ValueError(f"direction must be {UP!r}, {DOWN!r} or {BOTH!r}, got {direction!r}")
         with self._lock:
-            self._dropping = {UP, DOWN} if direction == BOTH else {direction}
+            self._dropping = set(_directions(direction))
 
-    def delay(self, seconds: float) -> None:
-        """Hold every chunk ``seconds`` before forwarding it (both directions)."""
+    def delay(self, seconds: float, direction: str = BOTH) -> None:
+        """Hold every chunk going ``direction`` for ``seconds`` before forwarding it; a chunk
+        held when a blackhole starts is dropped."""
         if seconds < 0:
             raise ValueError(f"delay must not be negative, got {seconds}")
         with self._lock:
-            self._delay = float(seconds)
+            for way in _directions(direction):
+                self._delays[way] = float(seconds)
 
     def restore(self) -> None:
         """Forward normally again; connections that lost bytes are cut (their stream is broken)."""
         with self._lock:
             self._refusing = False
             self._dropping = set()
-            self._delay = 0.0
+            self._delays = {UP: 0.0, DOWN: 0.0}
             broken = [pair for pair in self._pairs if pair.lost_bytes]
             for pair in broken:
                 self._pairs.discard(pair)
@@ -201,13 +208,14 @@ class FaultProxy:
                 if not data:
                     break
                 with self._lock:
+                    delay = self._delays[direction]
+                if delay:
+                    time.sleep(delay)
+                with self._lock:
                     dropping = direction in self._dropping
-                    delay = self._delay
                 if dropping:
                     pair.lost_bytes = True
                     continue
-                if delay:
-                    time.sleep(delay)
                 sink.sendall(data)
         except OSError:
             pass
