@@ -163,3 +163,14 @@ def test_thing_cannot_publish_fake_service_replies_or_notifications(two_things):
     for suffix in ("notify-next", "notify", "get/accepted", "job-1/update/rejected"):
         faker.publish(suffix, {"timestamp": 1})
     assert listener.drain(0.5) == []
+
+
+def test_thing_wildcard_subscription_sees_only_its_own_jobs(two_things):
+    stack, device = two_things
+    spy = device("thing-1", subscribe=["$aws/things/+/jobs/#"])
+    owner = device("thing-2")
+    create_job(stack, "job-2", things=["thing-2"])
+    owner.wait_topic("notify-next")
+    create_job(stack, "job-1", things=["thing-1"])
+    received = [topic for topic, _ in spy.drain(0.5)]
+    assert received and all(t in ("notify", "notify-next") for t in received)
