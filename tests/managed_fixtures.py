@@ -1,0 +1,249 @@
+"""Helpers for the managed-template tests: the AWS templates, stand-in programs, an HTTPS
+server trusted through a test CA, settings sections, and an agent process to kill and restart.
+"""
+
+from __future__ import annotations
+
+import configparser
+import copy
+import json
+import os
+import re
+import ssl
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+from job_client import JobContext
+
+REPO = Path(__file__).resolve().parent.parent
+CHILD = Path(__file__).resolve().parent / "managed_child.py"
+
+
+def _template(name: str, kind: str, handler: str = "", args: Optional[List[str]] = None) -> Dict:
+    if kind == "runCommand":
+        action = {
+            "name": name,
+            "type": "runCommand",
+            "input": {"command": "${aws:iot:parameter:command}"},
+            "runAsUser": "${aws:iot:parameter:runAsUser}",
+        }
+    else:
+        action_input: Dict[str, Any] = {"handler": handler}
+        if args is not None:
+            action_input["args"] = args
+        action_input["path"] = "${aws:iot:parameter:pathToHandler}"
+        action = {
+            "name": name,
+            "type": "runHandler",
+            "input": action_input,
+            "runAsUser": "${aws:iot:parameter:runAsUser}",
+        }
+    return {"version": "1.0", "steps": [{"action": action}]}
+
+
+# The AWS managed job templates' documents (../shared/jobs-api.md §2.2), placeholders kept.
+TEMPLATES: Dict[str, Dict[str, Any]] = {
+    "AWS-Reboot": _template("Reboot", "runHandler", "reboot.sh"),
+    "AWS-Download-File": _template(
+        "Download-File",
+        "runHandler",
+        "download-file.sh",
+        ["${aws:iot:parameter:downloadUrl}", "${aws:iot:parameter:filePath}"],
+    ),
+    "AWS-Install-Application": _template(
+        "Install-Application",
+        "runHandler",
+        "install-packages.sh",
+        ["${aws:iot:parameter:packages}"],
+    ),
+    "AWS-Remove-Application": _template(
+        "Remove-Application", "runHandler", "remove-packages.sh", ["${aws:iot:parameter:packages}"]
+    ),
+    "AWS-Start-Application": _template(
+        "Start-Application", "runHandler", "start-services.sh", ["${aws:iot:parameter:services}"]
+    ),
+    "AWS-Stop-Application": _template(
+        "Stop-Application", "runHandler", "stop-services.sh", ["${aws:iot:parameter:services}"]
+    ),
+    "AWS-Restart-Application": _template(
+        "Restart-Application",
+        "runHandler",
+        "restart-services.sh",
+        ["${aws:iot:parameter:services}"],
+    ),
+    "AWS-Run-Command": _template("Run-Command", "runCommand"),
+}
+
+_PARAMETER = re.compile(r"\$\{aws:iot:parameter:([A-Za-z0-9_]+)\}")
+
+
+def substitute(template: Mapping[str, Any], **parameters: str) -> Dict[str, Any]:
+    """The template document with ``${aws:iot:parameter:NAME}`` replaced as AWS IoT does;
+    optional parameters left out become "" (runAsUser, pathToHandler)."""
+    defaults = {"runAsUser": "", "pathToHandler": ""}
+    defaults.update(parameters)
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, str):
+            return _PARAMETER.sub(lambda found: defaults[found.group(1)], value)
+        if isinstance(value, dict):
+            return {key: fill(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [fill(item) for item in value]
+        return value
+
+    return fill(copy.deepcopy(dict(template)))
+
+
+def document(template: str, **parameters: str) -> Dict[str, Any]:
+    """The named AWS template's document with ``parameters`` substituted."""
+    return substitute(TEMPLATES[template], **parameters)
+
+
+def make_job(job_id: str = "job-1", attempt: int = 1, execution_number: int = 1) -> JobContext:
+    """A real JobContext, as the job client makes it, not connected to any service."""
+    return JobContext(job_id, execution_number, attempt, lambda: None)
+
+
+def make_standin(folder: Path, name: str, exit_code: int = 0, output: str = "") -> Path:
+    """An executable that appends its arguments (a JSON list) to ``<name>.calls`` and exits
+    with ``exit_code``, after writing ``output`` to stdout and stderr."""
+    folder.mkdir(parents=True, exist_ok=True)
+    program = folder / name
+    calls = folder / f"{name}.calls"
+    program.write_text(
+        f"#!{sys.executable}\n"
+        "import json, sys\n"
+        f"with open({str(calls)!r}, 'a') as f:\n"
+        "    f.write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        f"sys.stdout.write({output!r})\n"
+        f"sys.stderr.write({output!r})\n"
+        f"sys.exit({exit_code})\n"
+    )
+    program.chmod(0o755)
+    return program
+
+
+def standin_calls(program: Path) -> List[List[str]]:
+    """The argument lists the stand-in was called with, in order."""
+    calls = program.with_name(program.name + ".calls")
+    if not calls.exists():
+        return []
+    return [json.loads(line) for line in calls.read_text().splitlines()]
+
+
+def add_sections(settings_path: Path, sections: Mapping[str, Mapping[str, Any]]) -> None:
+    """Rewrite ``settings_path`` with these extra sections (and keys) set."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(settings_path)
+    for name, values in sections.items():
+        if not parser.has_section(name):
+            parser.add_section(name)
+        for key, value in values.items():
+            parser.set(name, key, str(value))
+    with open(settings_path, "w") as stream:
+        parser.write(stream)
+
+
+class FileServer:
+    """An HTTPS server on 127.0.0.1 with a certificate from a test CA.
+
+    ``files`` maps a path (``/a.bin``) to bytes. ``cut_after`` (bytes) breaks the first
+    response to a path after that many body bytes, once, to test resuming. Range requests are
+    served with 206. ``requests`` records (path with query, Range header).
+    """
+
+    def __init__(self, certificate: Path, private_key: Path) -> None:
+        self.files: Dict[str, bytes] = {}
+        self.redirects: Dict[str, str] = {}
+        self.cut_after: Dict[str, int] = {}
+        self.requests: List[tuple] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                path, _, _ = self.path.partition("?")
+                byte_range = self.headers.get("Range")
+                server.requests.append((self.path, byte_range))
+                if path in server.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body = server.files.get(path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                start = 0
+                found = re.fullmatch(r"bytes=(\d+)-", byte_range or "")
+                if found:
+                    start = int(found.group(1))
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Length", str(len(body) - start))
+                self.end_headers()
+                payload = body[start:]
+                cut = server.cut_after.pop(path, None)
+                if cut is not None:
+                    self.wfile.write(payload[:cut])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                self.wfile.write(payload)
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(certificate), str(private_key))
+        self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def url(self, path: str, query: str = "") -> str:
+        return f"https://localhost:{self.port}{path}" + (f"?{query}" if query else "")
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(5)
+
+
+class ManagedAgentProcess:
+    """``tests/managed_child.py``: jobs_agent.run_agent with the managed handlers, as a
+    process that a test can kill (a power cut) and start again."""
+
+    def __init__(self, settings_path: Path, log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in close()
+        self.process = subprocess.Popen(
+            [sys.executable, str(CHILD), "-c", str(settings_path)],
+            cwd=REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self._log.close()
