@@ -1,0 +1,78 @@
+"""What passes between the APT handler and its worker process (pure: no I/O, no apt import).
+
+The handler writes ``WorkerConfig.to_json()`` as one JSON object on the worker's stdin; the
+worker answers with JSON lines on stdout: ``{"event": "progress", "details": {...}}`` events,
+then one ``{"event": "result", "ok": true, "result": {...}}`` or ``{"event": "result",
+"ok": false, "errorCode": ..., "reason": ..., "details": {...}, "result": {...}}``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from agent.apt.document import AptRequest, parse_request
+from agent.errors import JobRejected
+
+# Error codes of failed jobs. The worker reports all but the last two, which the handler adds.
+NOT_FOUND = "NOT_FOUND"
+VERSION_NOT_FOUND = "VERSION_NOT_FOUND"
+HELD = "HELD"
+DOWNGRADE = "DOWNGRADE"
+REMOVALS = "REMOVALS"
+LOCK_TIMEOUT = "LOCK_TIMEOUT"
+DOWNLOAD_FAILED = "DOWNLOAD_FAILED"
+NO_SPACE = "NO_SPACE"
+INSTALL_FAILED = "INSTALL_FAILED"
+UNTRUSTED = "UNTRUSTED"
+BROKEN = "BROKEN"
+CANCELED = "CANCELED"
+TIMEOUT = "TIMEOUT"
+WORKER_FAILED = "WORKER_FAILED"
+
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What the handler sends the worker: the checked request and the ``[apt]`` settings."""
+
+    request: AptRequest
+    job_id: str
+    root_dir: Optional[str]
+    lock_timeout_seconds: float
+    lists_max_age_minutes: float
+    min_free_space_mb: int
+
+    def to_json(self) -> Dict[str, Any]:
+        """The JSON object the handler writes to the worker's stdin."""
+        return {
+            "request": self.request.to_json(),
+            "jobId": self.job_id,
+            "rootDir": self.root_dir,
+            "lockTimeoutSeconds": self.lock_timeout_seconds,
+            "listsMaxAgeMinutes": self.lists_max_age_minutes,
+            "minFreeSpaceMb": self.min_free_space_mb,
+        }
+
+    @classmethod
+    def from_json(cls, data: Dict[str, Any]) -> WorkerConfig:
+        """Read the stdin object; the request is checked again. Raises ValueError."""
+        try:
+            request = parse_request(data["request"])
+        except JobRejected as error:
+            raise ValueError(error.reason) from None
+        root_dir = data.get("rootDir")
+        if root_dir is not None and not (isinstance(root_dir, str) and os.path.isabs(root_dir)):
+            raise ValueError(f"rootDir must be an absolute path, got {root_dir!r}")
+        return cls(
+            request=request,
+            job_id=re.sub(r"[^A-Za-z0-9_.:-]", "_", str(data.get("jobId", "")))[:64],
+            root_dir=root_dir,
+            lock_timeout_seconds=float(data["lockTimeoutSeconds"]),
+            lists_max_age_minutes=float(data["listsMaxAgeMinutes"]),
+            min_free_space_mb=int(data["minFreeSpaceMb"]),
+        )
+
+

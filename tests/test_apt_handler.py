@@ -1,0 +1,382 @@
+"""APT_UPDATE handler against real .debs, a real repository and a throwaway root.
+
+Each test runs the real handler, which runs the real worker process (python-apt, dpkg through
+the root's wrapper). The job context is a stand-in; tests/test_apt_e2e.py goes through the
+agent, the broker and the local Jobs service.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from apt_fixtures import (  # noqa: F401 - fixtures
+    POSTINST_FAILURE,
+    StandInJob,
+    apt_repository,
+    apt_root,
+    apt_template,
+    lock_holder,
+    run_job,
+)
+
+from agent.errors import JobFailed, JobRejected
+from local_jobs.apt_repo import Package, build_repository, make_root
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def failure(root, document, **settings) -> JobFailed:
+    with pytest.raises(JobFailed) as raised:
+        run_job(root, document, **settings)
+    return raised.value
+
+
+def test_install_reports_versions_and_changes_dpkg(apt_root):
+    details = run_job(apt_root, {"jobType": "APT_UPDATE", "aptPackageName": "alpha"})
+
+    assert details["result"] == "installed"
+    assert (details["package"], details["versionBefore"], details["versionAfter"]) == (
+        "alpha", "none", "2.0"
+    )
+    assert details["rebootRequired"] == "false"
+    assert apt_root.installed_version("alpha") == "2.0"
+    assert apt_root.status("alpha")["Status"] == "install ok installed"
+
+
+def test_dependency_is_pulled_in_and_reported(apt_root):
+    details = run_job(apt_root, {"aptPackageName": "beta"})
+
+    assert details["result"] == "installed"
+    assert details["otherChanges"] == "gamma=none->1.0"
+    assert apt_root.installed_version("gamma") == "1.0"
+
+
+def test_upgrade_reports_the_version_before(apt_root, apt_repository):
+    apt_root.install(apt_repository.deb("alpha", "1.0"))
+
+    details = run_job(apt_root, {"aptPackageName": "alpha"})
+
+    assert (details["result"], details["versionBefore"], details["versionAfter"]) == (
+        "upgraded", "1.0", "2.0"
+    )
+    assert apt_root.installed_version("alpha") == "2.0"
+
+
+def test_running_the_same_job_again_reports_already_installed(apt_root):
+    document = {"aptPackageName": "alpha"}
+    run_job(apt_root, document)
+    status_before = (apt_root.admin_dir / "status").read_bytes()
+
+    details = run_job(apt_root, document)
+
+    assert details["result"] == "already-installed"
+    assert details["versionBefore"] == details["versionAfter"] == "2.0"
+    assert (apt_root.admin_dir / "status").read_bytes() == status_before
+
+
+def test_pinned_version_is_installed_instead_of_the_newest(apt_root):
+    details = run_job(apt_root, {"aptPackageName": "alpha", "aptPackageVersion": "1.0"})
+
+    assert details["versionAfter"] == "1.0"
+    assert apt_root.installed_version("alpha") == "1.0"
+
+
+def test_downgrade_is_refused_without_allow_downgrade(apt_root, apt_repository):
+    apt_root.install(apt_repository.deb("alpha", "2.0"))
+
+    error = failure(apt_root, {"aptPackageName": "alpha", "aptPackageVersion": "1.0"})
+
+    assert error.code == "DOWNGRADE"
+    assert "allowDowngrade" in error.reason
+    assert apt_root.installed_version("alpha") == "2.0"
+
+
+def test_downgrade_is_done_with_allow_downgrade(apt_root, apt_repository):
+    apt_root.install(apt_repository.deb("alpha", "2.0"))
+
+    details = run_job(
+        apt_root, {"aptPackageName": "alpha", "aptPackageVersion": "1.0", "allowDowngrade": True}
+    )
+
+    assert (details["result"], details["versionBefore"], details["versionAfter"]) == (
+        "downgraded", "2.0", "1.0"
+    )
+    assert apt_root.installed_version("alpha") == "1.0"
+
+
+def test_unknown_package_fails_not_found(apt_root):
+    error = failure(apt_root, {"aptPackageName": "no-such-package"})
+
+    assert error.code == "NOT_FOUND"
+    assert "'no-such-package'" in error.reason
+    # Lists fresh by age can predate a new package: one refresh is tried before giving up.
+    assert error.details["listsRefreshed"] == "true"
+
+
+def test_unknown_version_fails_version_not_found_listing_known_ones(apt_root):
+    error = failure(apt_root, {"aptPackageName": "alpha", "aptPackageVersion": "9.9"})
+
+    assert error.code == "VERSION_NOT_FOUND"
+    assert "2.0" in error.reason and "1.0" in error.reason
+    assert apt_root.installed_version("alpha") is None
+
+
+def test_virtual_package_fails_naming_its_providers(apt_root):
+    error = failure(apt_root, {"aptPackageName": "virtual-thing"})
+
+    assert error.code == "NOT_FOUND"
+    assert "epsilon" in error.reason
+
+
+def test_package_outside_the_allow_list_is_rejected(apt_root):
+    with pytest.raises(JobRejected) as raised:
+        run_job(apt_root, {"aptPackageName": "alpha"}, allowed_packages=("gamma", "be*"))
+
+    assert raised.value.code == "NOT_ALLOWED"
+    assert "[apt] allowed_packages" in raised.value.reason
+    assert apt_root.installed_version("alpha") is None
+
+
+def test_empty_allow_list_rejects_every_job(apt_root):
+    with pytest.raises(JobRejected) as raised:
+        run_job(apt_root, {"aptPackageName": "alpha"}, allowed_packages=())
+
+    assert raised.value.code == "NOT_ALLOWED"
+    assert "[apt] allowed_packages is empty" in raised.value.reason
+
+
+def test_held_package_is_not_changed(apt_root, apt_repository):
+    apt_root.install(apt_repository.deb("alpha", "1.0"))
+    apt_root.hold("alpha")
+
+    error = failure(apt_root, {"aptPackageName": "alpha"})
+
+    assert error.code == "HELD"
+    assert "allowHeldChange" in error.reason
+    assert apt_root.installed_version("alpha") == "1.0"
+
+
+def test_held_package_is_changed_with_allow_held_change(apt_root, apt_repository):
+    apt_root.install(apt_repository.deb("alpha", "1.0"))
+    apt_root.hold("alpha")
+
+    details = run_job(apt_root, {"aptPackageName": "alpha", "allowHeldChange": True})
+
+    assert details["result"] == "upgraded"
+    assert apt_root.installed_version("alpha") == "2.0"
+
+
+def test_conflict_that_would_remove_a_package_is_refused(apt_root, apt_repository):
+    apt_root.install(apt_repository.deb("alpha", "1.0"))
+
+    error = failure(apt_root, {"aptPackageName": "delta"})
+
+    assert error.code == "REMOVALS"
+    assert error.details["removals"] == "alpha"
+    assert apt_root.installed_version("alpha") == "1.0"
+    assert apt_root.installed_version("delta") is None
+
+
+def test_unsatisfiable_dependency_fails_broken_naming_it(apt_root):
+    error = failure(apt_root, {"aptPackageName": "orphan"})
+
+    assert error.code == "BROKEN"
+    assert "missing-lib" in error.reason
+
+
+def test_failing_postinst_fails_install_failed_with_its_message(apt_root):
+    error = failure(apt_root, {"aptPackageName": "bad"})
+
+    assert error.code == "INSTALL_FAILED"
+    assert "post-installation script" in error.reason
+    assert POSTINST_FAILURE in error.details["log"]
+
+
+def test_dry_run_reports_the_plan_and_changes_nothing(apt_root):
+    status_before = (apt_root.admin_dir / "status").read_bytes()
+
+    details = run_job(apt_root, {"aptPackageName": "beta", "dryRun": True})
+
+    assert details["result"] == "dry-run"
+    assert (details["versionBefore"], details["versionAfter"]) == ("none", "none")
+    assert details["versionTarget"] == "1.0"
+    assert details["otherChanges"] == "gamma=none->1.0"
+    assert (apt_root.admin_dir / "status").read_bytes() == status_before
+    assert not list((apt_root.path / "var/cache/apt/archives").glob("*.deb"))
+
+
+def test_several_packages_are_installed_in_one_transaction(apt_root):
+    details = run_job(
+        apt_root, {"aptPackages": ["alpha", {"name": "gamma", "version": "1.0"}]}
+    )
+
+    assert details["package"] == "alpha, gamma"
+    assert details["result"] == "alpha=installed, gamma=installed"
+    assert details["versionAfter"] == "alpha=2.0, gamma=1.0"
+    assert apt_root.installed_version("alpha") == "2.0"
+    assert apt_root.installed_version("gamma") == "1.0"
+
+
+def test_one_bad_package_in_a_list_installs_none(apt_root):
+    error = failure(apt_root, {"aptPackages": ["alpha", "no-such-package"]})
+
+    assert error.code == "NOT_FOUND"
+    assert apt_root.installed_version("alpha") is None
+
+
+def test_interrupted_dpkg_is_repaired_and_reported(apt_root, apt_repository):
+    apt_root.interrupt_dpkg(apt_repository.deb("gamma", "1.0"))
+    assert apt_root.journal_dirty()
+
+    details = run_job(apt_root, {"aptPackageName": "alpha"})
+
+    assert details["dpkgRepaired"] == "true"
+    assert details["result"] == "installed"
+    assert not apt_root.journal_dirty()
+    assert apt_root.status("gamma")["Status"] == "install ok installed"
+
+
+def test_unpacked_package_is_configured_before_the_job(apt_root, apt_repository):
+    apt_root.unpack(apt_repository.deb("gamma", "1.0"))
+
+    details = run_job(apt_root, {"aptPackageName": "alpha"})
+
+    assert details["dpkgRepaired"] == "true"
+    assert apt_root.status("gamma")["Status"] == "install ok installed"
+
+
+def test_lock_held_by_another_process_is_waited_for(apt_root, lock_holder):
+    holder = lock_holder(apt_root.frontend_lock)
+    job = StandInJob()
+    releaser = __import__("threading").Timer(1.5, holder.release)
+    releaser.start()
+    try:
+        details = run_job(apt_root, {"aptPackageName": "alpha"}, job=job, lock_timeout_seconds=30)
+    finally:
+        releaser.cancel()
+
+    assert details["result"] == "installed"
+    waiting = [entry for entry in job.progress if entry.get("phase") == "waiting_for_lock"]
+    assert waiting, job.progress
+    assert f"pid {holder.pid} (" in waiting[0]["lockHolder"]
+
+
+def test_lock_held_past_the_deadline_fails_lock_timeout_naming_the_holder(apt_root, lock_holder):
+    holder = lock_holder(apt_root.frontend_lock)
+    started = time.monotonic()
+
+    error = failure(apt_root, {"aptPackageName": "alpha"}, lock_timeout_seconds=1)
+
+    assert error.code == "LOCK_TIMEOUT"
+    assert str(apt_root.frontend_lock) in error.reason
+    assert error.details["lockHolder"].startswith(f"pid {holder.pid} (")
+    assert time.monotonic() - started < 20
+    assert apt_root.installed_version("alpha") is None
+
+
+def test_stop_request_while_waiting_for_the_lock_cancels_the_job(apt_root, lock_holder):
+    lock_holder(apt_root.frontend_lock)
+
+    with pytest.raises(JobFailed) as raised:
+        run_job(apt_root, {"aptPackageName": "alpha"}, job=StandInJob(stop_after=0.5),
+                lock_timeout_seconds=30)
+
+    assert raised.value.code == "CANCELED"
+    assert apt_root.installed_version("alpha") is None
+
+
+def test_job_over_its_time_limit_is_killed_and_the_next_job_repairs(apt_root):
+    error = failure(apt_root, {"aptPackageName": "slow"}, job_timeout_seconds=3)
+
+    assert error.code == "TIMEOUT"
+    assert "[apt] job_timeout_seconds" in error.reason
+
+    details = run_job(apt_root, {"aptPackageName": "alpha"})
+
+    assert details["dpkgRepaired"] == "true"
+    assert apt_root.status("slow")["Status"] == "install ok installed"
+
+
+def test_too_little_free_space_fails_no_space(apt_root):
+    error = failure(apt_root, {"aptPackageName": "big"}, min_free_space_mb=10**9)
+
+    assert error.code == "NO_SPACE"
+    assert "min_free_space_mb" in error.reason
+    assert apt_root.installed_version("big") is None
+
+
+def test_download_and_install_progress_is_relayed(apt_root):
+    job = StandInJob()
+
+    run_job(apt_root, {"aptPackageName": "big"}, job=job)
+
+    downloads = [entry for entry in job.progress if entry.get("phase") == "downloading"]
+    assert any(int(entry.get("totalBytes", 0)) >= 300_000 for entry in downloads), job.progress
+    assert {"phase": "installing", "percent": "100"} in job.progress
+    # The downloaded archive is not kept once installed.
+    assert not list((apt_root.path / "var/cache/apt/archives").glob("*.deb"))
+
+
+def test_reboot_required_by_a_package_is_reported(apt_root):
+    details = run_job(apt_root, {"aptPackageName": "needs-reboot"})
+
+    assert details["rebootRequired"] == "true"
+
+
+def test_untrusted_source_is_refused(apt_root, apt_repository):
+    apt_root.set_sources(apt_repository.sources_line(trusted=False))
+    apt_root.refresh_lists()
+
+    error = failure(apt_root, {"aptPackageName": "alpha"})
+
+    assert error.code == "UNTRUSTED"
+    assert apt_root.installed_version("alpha") is None
+
+
+def test_old_lists_are_refreshed(apt_root):
+    apt_root.age_lists(2 * 24 * 3600)
+
+    details = run_job(apt_root, {"aptPackageName": "alpha"})
+
+    assert details["listsRefreshed"] == "true"
+
+
+def test_young_lists_are_not_refreshed(apt_root):
+    details = run_job(apt_root, {"aptPackageName": "alpha"})
+
+    assert details["listsRefreshed"] == "false"
+
+
+def test_refresh_false_keeps_old_lists(apt_root):
+    apt_root.age_lists(2 * 24 * 3600)
+
+    details = run_job(apt_root, {"aptPackageName": "alpha", "refreshPackageLists": False})
+
+    assert details["listsRefreshed"] == "false"
+
+
+def test_failed_refresh_goes_on_with_the_old_lists_and_says_so(apt_root, apt_repository):
+    apt_root.set_sources(
+        apt_repository.sources_line(scheme="copy"),
+        f"deb [trusted=yes] file:{apt_root.path}/no-such-repository ./",
+    )
+
+    details = run_job(apt_root, {"aptPackageName": "alpha", "refreshPackageLists": True})
+
+    assert details["result"] == "installed"
+    assert details["listsRefreshed"] == "failed"
+    assert "no-such-repository" in details["notes"]
+
+
+def test_package_published_after_the_last_refresh_is_found(tmp_path):
+    repo_dir = tmp_path / "repo"
+    build_repository(repo_dir, [Package("alpha", "1.0")])
+    root = make_root(tmp_path / "root", [f"deb [trusted=yes] file:{repo_dir} ./"])
+    root.refresh_lists()
+    build_repository(repo_dir, [Package("alpha", "1.0"), Package("late", "1.0")])
+
+    details = run_job(root, {"aptPackageName": "late"})
+
+    assert details["result"] == "installed"
+    assert details["listsRefreshed"] == "true"
