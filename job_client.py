@@ -385,6 +385,7 @@ class JobClient:
         self._worker_thread = threading.Thread(target=self._work_loop, name="jobs-worker")
         self._worker_thread.daemon = True  # a hung handler must not keep the process alive
         self._protocol_thread = threading.Thread(target=self._protocol_main, name="jobs-protocol")
+        self._protocol_thread.daemon = True  # stop() joins it; an unexpected exit must not hang
         self._worker_thread.start()
         self._protocol_thread.start()
 
@@ -497,6 +498,10 @@ class JobClient:
                     error,
                     delay,
                 )
+                if isinstance(error, operationTimeoutException):
+                    # The SDK keeps its network thread after a connect timeout: stop it, or
+                    # the next connect() would run beside it.
+                    self._disconnect_quietly()
             if self._stop_requested.wait(delay):
                 break
             delay = min(delay * 2, 60.0)
@@ -526,6 +531,8 @@ class JobClient:
         self._work.put(None)
         if self._worker_busy and self._job is not None:
             log.warning("job %s: handler still running at exit", self._job.job_id)
+        elif self._worker_thread is not None:
+            self._worker_thread.join(5)
         log.info("job client stopped")
 
     def _loop(self) -> None:

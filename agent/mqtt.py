@@ -13,6 +13,11 @@ Choices made here, and why:
   ``?SDK=Python&Version=...`` string to the MQTT user name. AWS IoT ignores it for
   certificate authentication and a plain broker (mosquitto) would see a wrong user name, so
   leaving it out costs nothing and keeps the connection the same everywhere.
+- Connection attempts are bounded. The SDK's vendored paho opens the TCP connection and does
+  the TLS handshake on a socket without a timeout, on its network thread, also when it
+  reconnects by itself; on a network that silently drops packets that blocks for many
+  minutes. A socket factory gives the socket a timeout for the connect and the handshake
+  (paho makes it non-blocking afterwards), so a dead path fails fast and is retried.
 - The SDK's event-consumer thread waits on a condition that every new event notifies, but
   with a 10 ms timeout, so an idle agent wakes 100 times a second. ``quiet_sdk_event_loop``
   raises that timeout; events still wake the thread at once, so no latency is added. The
@@ -23,6 +28,7 @@ Choices made here, and why:
 from __future__ import annotations
 
 import logging
+import socket
 
 from AWSIoTPythonSDK.core.protocol.internal.workers import EventConsumer
 from AWSIoTPythonSDK.MQTTLib import AWSIoTMQTTClient
@@ -48,12 +54,17 @@ def quiet_sdk_event_loop() -> None:
     EventConsumer.MAX_DISPATCH_INTERNAL_SEC = SDK_EVENT_WAIT_SECONDS
 
 
-def make_mqtt_client(connection: ConnectionSettings) -> AWSIoTMQTTClient:
+def make_mqtt_client(
+    connection: ConnectionSettings, *, connect_timeout_seconds: float = CONNECT_TIMEOUT_SECONDS
+) -> AWSIoTMQTTClient:
     """A configured, not yet connected SDK client for ``connection`` (mutual TLS).
 
     Port 443 makes the SDK use ALPN (``x-amzn-mqtt-ca``), as AWS IoT requires there.
+    ``connect_timeout_seconds`` bounds the TCP connect, the TLS handshake and the wait for
+    the broker's CONNACK.
     """
     quiet_sdk_event_loop()
+    address = (connection.endpoint, connection.port)
     client = AWSIoTMQTTClient(connection.client_id, cleanSession=True)
     client.configureEndpoint(connection.endpoint, connection.port)
     client.configureCredentials(
@@ -63,7 +74,10 @@ def make_mqtt_client(connection: ConnectionSettings) -> AWSIoTMQTTClient:
         RECONNECT_BASE_SECONDS, RECONNECT_MAX_SECONDS, STABLE_CONNECTION_SECONDS
     )
     client.configureOfflinePublishQueueing(0)
-    client.configureConnectDisconnectTimeout(CONNECT_TIMEOUT_SECONDS)
+    client.configureSocketFactory(
+        lambda: socket.create_connection(address, timeout=connect_timeout_seconds)
+    )
+    client.configureConnectDisconnectTimeout(connect_timeout_seconds)
     client.configureMQTTOperationTimeout(OPERATION_TIMEOUT_SECONDS)
     client.disableMetricsCollection()
     log.debug(

@@ -80,8 +80,11 @@ class Settings:
 def _section(parser: configparser.ConfigParser, name: str) -> configparser.SectionProxy:
     if parser.has_section(name):
         return parser[name]
-    # A detached proxy reads as empty: every get() falls back to its default.
-    return configparser.SectionProxy(parser, name)
+    # An empty section of its own (with the file's [DEFAULT] values), so that reading,
+    # iterating and ``in`` all work as for a section the file has.
+    empty = configparser.ConfigParser(defaults=parser.defaults(), interpolation=None)
+    empty.add_section(name)
+    return empty[name]
 
 
 def _where(path: Path, section: configparser.SectionProxy, key: str) -> str:

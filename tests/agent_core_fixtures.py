@@ -91,14 +91,21 @@ def wait_status(
 class InProcessAgent:
     """A JobClient for one thing of ``stack``, with the real SDK client and a journal."""
 
-    def __init__(self, stack: LocalStack, thing: str = "thing-1", **options: Any) -> None:
+    def __init__(
+        self,
+        stack: LocalStack,
+        thing: str = "thing-1",
+        connect_timeout_seconds: float = 3.0,
+        **options: Any,
+    ) -> None:
         self.settings = load_settings(stack.thing(thing).settings_path)
         self.journal = Journal(self.settings.agent.state_dir)
         kwargs = dict(FAST)
         kwargs.update(options)
-        self.client = JobClient(
-            make_mqtt_client(self.settings.connection), thing, journal=self.journal, **kwargs
+        mqtt = make_mqtt_client(
+            self.settings.connection, connect_timeout_seconds=connect_timeout_seconds
         )
+        self.client = JobClient(mqtt, thing, journal=self.journal, **kwargs)
         self.stopped = False
 
     def add(self, job_type: str, handler: Callable[..., Any], **kwargs: Any) -> InProcessAgent:

@@ -15,9 +15,11 @@ from agent_core_fixtures import (
     wait_status,
 )
 from local_jobs_fixtures import RawDevice
+from resilience_fixtures import through_proxy
 
 from agent.errors import JobFailed, JobRejected
 from agent.journal import JournalState
+from local_jobs.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -314,3 +316,16 @@ def test_execution_the_journal_says_finished_is_not_run_again(stack, agent_facto
     assert done["status"] == "FAILED"
     assert done["details"]["errorCode"] == "DUPLICATE"
     assert recorder.calls == []
+
+
+def test_connection_attempts_on_a_dead_network_time_out_and_are_retried(stack, agent_factory):
+    with FaultProxy(stack.mqtt_port) as proxy:
+        through_proxy(stack, proxy)
+        proxy.blackhole("both")  # TCP connects, then nothing ever comes back
+        create_job(stack, "dead-net-1", {"jobType": "QUICK"})
+        agent = agent_factory(connect_timeout_seconds=0.5)
+        agent.add("QUICK", lambda d, j: {"ok": "yes"}).start(wait_ready=False)
+        time.sleep(1.5)  # past at least one attempt's timeout
+        assert not agent.client.ready.is_set()
+        proxy.restore()
+        assert wait_status(stack, "dead-net-1", timeout=20)["status"] == "SUCCEEDED"

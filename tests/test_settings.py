@@ -181,7 +181,10 @@ def test_credential_that_is_a_folder_is_reported(credentials):
 def test_handler_sections_are_reachable_raw(credentials):
     settings = load_settings(write_settings(credentials, extra="[apt]\nlock_timeout_seconds = 5\n"))
     assert settings.section("apt")["lock_timeout_seconds"] == "5"
-    assert settings.section("absent").get("anything", "fallback") == "fallback"
+    absent = settings.section("absent")
+    assert absent.get("anything", "fallback") == "fallback"
+    assert list(absent) == []
+    assert absent.name == "absent"
 
 
 def test_percent_sign_is_taken_literally(credentials):
