@@ -7,9 +7,8 @@ service's replies are timed by a privileged observer on the broker (``observer.p
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Dict, List
+from typing import List
 
 from bench import procstat
 from bench.agent_process import (
@@ -20,13 +19,13 @@ from bench.agent_process import (
 )
 from bench.baselines import Latency, bare_round_trip
 from bench.context import BenchContext
+from bench.load import NOOP_DOCUMENT, run_noop_job
 from bench.observer import JobsObserver
 from bench.report import Row, Target
 from bench.sdk import Connection
 from bench.service_bench import run_device_loops
 from bench.stats import median
 
-NOOP_DOCUMENT = json.dumps({"jobType": "NOOP"})
 SETTLE_SECONDS = 3.0  # after start-up, before an idle window: imports and TLS are not idling
 
 
@@ -71,18 +70,6 @@ def idle_rows(ctx: BenchContext) -> List[Row]:
     ]
 
 
-def _noop_job(ctx: BenchContext, observer: JobsObserver, thing: str,
-              job_id: str) -> Dict[str, float]:
-    """Create one NOOP job for an idle agent; when it was created, claimed and finished."""
-    created = time.perf_counter()
-    ctx.stack.iot_client().create_job(jobId=job_id, targets=[ctx.thing(thing).arn],
-                                      document=NOOP_DOCUMENT)
-    observer.wait_for(lambda: job_id in observer.finished(created).get(thing, {}), 30,
-                      f"SUCCEEDED of {job_id}")
-    return {"created": created, "claimed": observer.first_claim(thing, created, job_id),
-            "finished": observer.finished(created)[thing][job_id]}
-
-
 def turnaround_rows(ctx: BenchContext) -> List[Row]:
     """No-op job turnaround, claim (start-next) to SUCCEEDED accepted, vs the bare round trip."""
     bare = bare_round_trip(ctx)
@@ -96,11 +83,16 @@ def turnaround_rows(ctx: BenchContext) -> List[Row]:
         observer.watch(thing)
         with agent:
             wait_until_claimed(observer, agent, thing)
+            iot, arn = ctx.stack.iot_client(), ctx.thing(thing).arn
             for run in range(ctx.runs):
-                times = [_noop_job(ctx, observer, thing, f"noop-{run}-{index}")
-                         for index in range(per_run)]
-                claim_runs.append([t["finished"] - t["claimed"] for t in times])
-                create_runs.append([t["finished"] - t["created"] for t in times])
+                claims, creates = [], []
+                for index in range(per_run):
+                    job_id = f"noop-{run}-{index}"
+                    created, finished = run_noop_job(iot, observer, arn, thing, job_id)
+                    claims.append(finished - observer.first_claim(thing, created, job_id))
+                    creates.append(finished - created)
+                claim_runs.append(claims)
+                create_runs.append(creates)
     claim, create = Latency.of_runs(claim_runs), Latency.of_runs(create_runs)
     return [
         Row("no-op job turnaround p50 (claim->SUCCEEDED)", claim.p50_ms, "ms", bare.p50_ms,

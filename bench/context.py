@@ -19,6 +19,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def privileged_connection(stack: Any) -> Connection:
+    """The Jobs service's own identity: the only one the broker lets use every thing's topics."""
+    service = stack.certificates.service
+    return Connection(host="localhost", port=stack.mqtt_port, thing_name="local-jobs-service",
+                      root_ca=str(stack.ca_path), certificate=str(service.certificate),
+                      private_key=str(service.private_key))
+
+
 class BenchContext:
     """Options, a scratch folder, the lazily started local stack and the cached baselines."""
 
@@ -54,12 +62,8 @@ class BenchContext:
         return things[name]
 
     def privileged(self) -> Connection:
-        """The Jobs service's own identity: the only one allowed on every thing's topics."""
-        service = self.stack.certificates.service
-        return Connection(host="localhost", port=self.stack.mqtt_port,
-                          thing_name="local-jobs-service", root_ca=str(self.stack.ca_path),
-                          certificate=str(service.certificate),
-                          private_key=str(service.private_key))
+        """The Jobs service's own identity on this run's stack."""
+        return privileged_connection(self.stack)
 
     def cached(self, key: str, compute: Callable[[], T]) -> T:
         """``compute()`` once per run; later calls return the same value (a shared baseline)."""

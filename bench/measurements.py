@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Callable, List
 
 from bench.agent_bench import drain_rows, idle_rows, turnaround_rows
+from bench.apt_bench import apt_rows
 from bench.baselines import bare_round_trip
 from bench.context import BenchContext
 from bench.report import Row
@@ -36,6 +37,8 @@ MEASUREMENTS: List[Measurement] = [
     Measurement("idle", "agent vs bare SDK client: idle CPU and RSS", idle_rows),
     Measurement("turnaround", "no-op job claim->SUCCEEDED vs bare round trip", turnaround_rows),
     Measurement("drain", "one agent draining 500 queued no-op jobs", drain_rows),
+    Measurement("apt", "APT_UPDATE vs apt-get install -y; agent RSS around an APT job",
+                apt_rows),
     Measurement("service_latency", "local Jobs service get request->accepted latency",
                 latency_rows),
     Measurement("service_throughput", "local Jobs service executions/s for 100 things",

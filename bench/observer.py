@@ -52,7 +52,7 @@ class JobsObserver:
         self._seen: List[Seen] = []
         self._acknowledged: set = set()
         self._requested: Dict[Tuple[str, str], str] = {}
-        self._finished: List[Tuple[float, str, str]] = []
+        self._finished: List[Tuple[float, str, str, str]] = []
 
     def __enter__(self) -> JobsObserver:
         self._client.connect(self._connection.host, self._connection.port, keepalive=600)
@@ -82,8 +82,7 @@ class JobsObserver:
         if action == "update":
             self._requested[key] = str(item.payload.get("status"))
         elif action == "update/accepted" and self._requested.get(key) in TERMINAL:
-            self._requested.pop(key)
-            self._finished.append((item.at, item.thing, job_id))
+            self._finished.append((item.at, item.thing, job_id, self._requested.pop(key)))
 
     def _on_subscribe(self, _client: object, _userdata: object, mid: int, *_rest: object) -> None:
         with self._changed:
@@ -122,15 +121,23 @@ class JobsObserver:
         """``{thing: {job_id: time}}`` of the first accepted terminal update of each job."""
         done: Dict[str, Dict[str, float]] = {}
         with self._changed:
-            for at, thing, job_id in self._finished:
+            for at, thing, job_id, _status in self._finished:
                 if at >= since:
                     done.setdefault(thing, {}).setdefault(job_id, at)
         return done
 
+    def final_status(self, thing: str, job_id: str) -> Optional[str]:
+        """The terminal status the service accepted for the job, or None (not yet)."""
+        with self._changed:
+            for _at, done_thing, done_job, status in self._finished:
+                if (done_thing, done_job) == (thing, job_id):
+                    return status
+        return None
+
     def finished_twice(self, since: float = 0.0) -> List[Tuple[str, str]]:
         """``(thing, job_id)`` of every job with more than one accepted terminal update."""
         with self._changed:
-            keys = [(thing, job_id) for at, thing, job_id in self._finished if at >= since]
+            keys = [(thing, job_id) for at, thing, job_id, _ in self._finished if at >= since]
         return sorted({key for key in keys if keys.count(key) > 1})
 
     def first_claim(self, thing: str, since: float, job_id: Optional[str] = None) -> float:
