@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import IO, Any, Callable, List, Optional, Sequence, Tuple
 
+from agent.apt.handler import AptUpdateHandler
+from agent.apt.settings import load_apt_settings
 from agent.errors import SettingsError
 from agent.journal import Journal
 from agent.settings import LOG_LEVELS, Settings, load_settings
@@ -78,14 +80,6 @@ def configure_logging(level: str) -> None:
 
 def default_handlers(settings: Settings) -> List[HandlerSpec]:
     """The handlers this agent runs: APT_UPDATE. Raises SettingsError for a bad ``[apt]``."""
-    try:
-        from agent.apt.handler import AptUpdateHandler
-        from agent.apt.settings import load_apt_settings
-    except ModuleNotFoundError as error:
-        if not (error.name or "").startswith("agent.apt"):
-            raise
-        log.warning("APT_UPDATE handler not installed (%s); APT_UPDATE jobs are rejected", error)
-        return []
     apt_settings = load_apt_settings(settings)
     return [(get_job_type, "APT_UPDATE", AptUpdateHandler(apt_settings))]
 

@@ -1,0 +1,60 @@
+"""The real entry point end to end: jobs_agent.py, the APT_UPDATE handler, a throwaway apt root.
+
+The agent process is started exactly as a user starts it; only ``[apt] root_dir`` points at a
+throwaway root filled from the test repository.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+from agent_core_fixtures import REPO, create_job, wait_status
+from apt_fixtures import apt_repository, apt_root, apt_template  # noqa: F401
+from resilience_fixtures import set_option
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def apt_agent(stack, apt_root, tmp_path):  # noqa: F811
+    settings_path = stack.thing("thing-1").settings_path
+    set_option(settings_path, "apt", "root_dir", apt_root.path)
+    set_option(settings_path, "apt", "allowed_packages", "alpha, beta, gamma")
+    log_path = tmp_path / "agent.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, str(REPO / "jobs_agent.py"), "-c", str(settings_path)],
+            cwd=REPO,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def test_apt_update_job_installs_the_package_and_reports_it(stack, apt_root, apt_agent):  # noqa: F811
+    create_job(stack, "apt-1", {"jobType": "APT_UPDATE", "aptPackageName": "alpha"})
+    done = wait_status(stack, "apt-1", timeout=60)
+    assert done["status"] == "SUCCEEDED", done
+    assert done["details"]["result"] == "installed"
+    assert done["details"]["versionAfter"] == "2.0"
+    assert apt_root.installed_version("alpha") == "2.0"
+
+
+def test_apt_update_job_for_a_package_not_allowed_is_rejected(stack, apt_root, apt_agent):  # noqa: F811
+    create_job(stack, "apt-2", {"jobType": "APT_UPDATE", "aptPackageName": "delta"})
+    done = wait_status(stack, "apt-2", timeout=60)
+    assert done["status"] == "REJECTED"
+    assert done["details"]["errorCode"] == "NOT_ALLOWED"
+    assert apt_root.installed_version("delta") is None
