@@ -7,22 +7,16 @@ agent, the broker and the local Jobs service.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
-from apt_fixtures import (  # noqa: F401 - fixtures
-    POSTINST_FAILURE,
-    StandInJob,
-    apt_repository,
-    apt_root,
-    apt_template,
-    lock_holder,
-    run_job,
-)
+from apt_helpers import POSTINST_FAILURE, StandInJob, run_job
 
 from agent.errors import JobFailed, JobRejected
 from local_jobs.apt_repo import Package, build_repository, make_root
 
+pytest_plugins = ("apt_fixtures",)
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -37,7 +31,9 @@ def test_install_reports_versions_and_changes_dpkg(apt_root):
 
     assert details["result"] == "installed"
     assert (details["package"], details["versionBefore"], details["versionAfter"]) == (
-        "alpha", "none", "2.0"
+        "alpha",
+        "none",
+        "2.0",
     )
     assert details["rebootRequired"] == "false"
     assert apt_root.installed_version("alpha") == "2.0"
@@ -58,7 +54,9 @@ def test_upgrade_reports_the_version_before(apt_root, apt_repository):
     details = run_job(apt_root, {"aptPackageName": "alpha"})
 
     assert (details["result"], details["versionBefore"], details["versionAfter"]) == (
-        "upgraded", "1.0", "2.0"
+        "upgraded",
+        "1.0",
+        "2.0",
     )
     assert apt_root.installed_version("alpha") == "2.0"
 
@@ -100,7 +98,9 @@ def test_downgrade_is_done_with_allow_downgrade(apt_root, apt_repository):
     )
 
     assert (details["result"], details["versionBefore"], details["versionAfter"]) == (
-        "downgraded", "2.0", "1.0"
+        "downgraded",
+        "2.0",
+        "1.0",
     )
     assert apt_root.installed_version("alpha") == "1.0"
 
@@ -207,9 +207,7 @@ def test_dry_run_reports_the_plan_and_changes_nothing(apt_root):
 
 
 def test_several_packages_are_installed_in_one_transaction(apt_root):
-    details = run_job(
-        apt_root, {"aptPackages": ["alpha", {"name": "gamma", "version": "1.0"}]}
-    )
+    details = run_job(apt_root, {"aptPackages": ["alpha", {"name": "gamma", "version": "1.0"}]})
 
     assert details["package"] == "alpha, gamma"
     assert details["result"] == "alpha=installed, gamma=installed"
@@ -249,7 +247,7 @@ def test_unpacked_package_is_configured_before_the_job(apt_root, apt_repository)
 def test_lock_held_by_another_process_is_waited_for(apt_root, lock_holder):
     holder = lock_holder(apt_root.frontend_lock)
     job = StandInJob()
-    releaser = __import__("threading").Timer(1.5, holder.release)
+    releaser = threading.Timer(1.5, holder.release)
     releaser.start()
     try:
         details = run_job(apt_root, {"aptPackageName": "alpha"}, job=job, lock_timeout_seconds=30)
@@ -279,8 +277,12 @@ def test_stop_request_while_waiting_for_the_lock_cancels_the_job(apt_root, lock_
     lock_holder(apt_root.frontend_lock)
 
     with pytest.raises(JobFailed) as raised:
-        run_job(apt_root, {"aptPackageName": "alpha"}, job=StandInJob(stop_after=0.5),
-                lock_timeout_seconds=30)
+        run_job(
+            apt_root,
+            {"aptPackageName": "alpha"},
+            job=StandInJob(stop_after=0.5),
+            lock_timeout_seconds=30,
+        )
 
     assert raised.value.code == "CANCELED"
     assert apt_root.installed_version("alpha") is None

@@ -1,0 +1,119 @@
+"""APT test helpers: the session's test packages, a stand-in job context, running a job on a
+throwaway root, holding a lock from another process. The pytest fixtures are in
+apt_fixtures.py (load them with ``pytest_plugins = ("apt_fixtures",)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+from agent.apt.handler import AptUpdateHandler
+from agent.apt.settings import AptSettings
+from local_jobs.apt_repo import AptRoot, Package, failing_script, reboot_required_script
+
+POSTINST_FAILURE = "bad: cannot start the service"
+SLOW_ONCE = (
+    "#!/bin/sh\n"
+    'if [ "$1" = configure ] && [ ! -e "$DPKG_ROOT/slow-once" ]; then\n'
+    '    touch "$DPKG_ROOT/slow-once"; sleep 60\n'
+    "fi\n"
+)
+
+PACKAGES = (
+    Package("alpha", "1.0"),
+    Package("alpha", "2.0"),
+    Package("beta", "1.0", depends=("gamma (>= 1.0)",)),
+    Package("gamma", "1.0"),
+    Package("delta", "1.0", conflicts=("alpha",)),
+    Package("bad", "1.0", scripts={"postinst": failing_script(POSTINST_FAILURE)}),
+    Package("needs-reboot", "1.0", scripts={"postinst": reboot_required_script()}),
+    Package("slow", "1.0", scripts={"postinst": SLOW_ONCE}),
+    Package("orphan", "1.0", depends=("missing-lib (>= 1.0)",)),
+    Package("epsilon", "1.0", provides=("virtual-thing",)),
+    Package("big", "1.0", payload_bytes=300_000),
+)
+
+# Holds a POSIX lock (what apt and dpkg use) on a file until killed or SECONDS pass.
+HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o640)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+class StandInJob:
+    """The JobContext surface the handler uses: job_id, log, report_progress, should_stop."""
+
+    def __init__(self, job_id: str = "job-apt-1", stop_after: Optional[float] = None) -> None:
+        self.job_id = job_id
+        self.execution_number = 1
+        self.attempt = 1
+        self.log = logging.LoggerAdapter(logging.getLogger("tests.apt"), {"job_id": job_id})
+        self.progress: List[Dict[str, str]] = []
+        self._lock = threading.Lock()
+        self._stop_at = None if stop_after is None else time.monotonic() + stop_after
+
+    def report_progress(self, details: Mapping[str, Any]) -> None:
+        with self._lock:
+            self.progress.append(dict(details))
+
+    def should_stop(self) -> bool:
+        return self._stop_at is not None and time.monotonic() >= self._stop_at
+
+    def phases(self) -> List[str]:
+        with self._lock:
+            return [entry.get("phase", "") for entry in self.progress]
+
+
+def apt_settings(root: AptRoot, **overrides: Any) -> AptSettings:
+    """Settings for ``root``: everything allowed, short lock wait, unless overridden."""
+    values: Dict[str, Any] = dict(
+        root_dir=root.path,
+        allowed_packages=("*",),
+        lock_timeout_seconds=10.0,
+        lists_max_age_minutes=1440.0,
+        job_timeout_seconds=60.0,
+        min_free_space_mb=1,
+    )
+    values.update(overrides)
+    return AptSettings(**values)
+
+
+def run_job(
+    root: AptRoot, document: Dict[str, Any], job: Optional[StandInJob] = None, **settings: Any
+) -> Dict[str, str]:
+    """Run an APT_UPDATE job on ``root`` through the real handler and worker."""
+    handler = AptUpdateHandler(apt_settings(root, **settings))
+    return handler(document, job or StandInJob())
+
+
+class LockHolder:
+    """Another process holding ``path`` locked (the way apt-get or unattended-upgrades do)."""
+
+    def __init__(self, path: Path, seconds: float = 120.0) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", HOLD_LOCK, str(path), str(seconds)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        assert self.process.stdout.readline().strip() == "locked"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def release(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
