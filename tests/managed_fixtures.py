@@ -208,7 +208,9 @@ class FileServer:
         context.load_cert_chain(str(certificate), str(private_key))
         self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
 
     def url(self, path: str, query: str = "") -> str:
@@ -247,3 +249,15 @@ class ManagedAgentProcess:
             self.process.kill()
             self.process.wait(10)
         self._log.close()
+
+
+def make_handler(state_dir: Path, step_timeout_seconds: float = 30.0, **sections: Any):
+    """A ManagedJobHandler built from settings objects: ``services=ServicesSettings(...)``..."""
+    from agent.managed import build_actions
+    from agent.managed.settings import ManagedSettings
+    from agent.managed.steps import ManagedJobHandler
+
+    managed = ManagedSettings(
+        state_dir=state_dir, step_timeout_seconds=step_timeout_seconds, **sections
+    )
+    return ManagedJobHandler(build_actions(managed), state_dir, step_timeout_seconds)

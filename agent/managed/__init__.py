@@ -1,0 +1,82 @@
+"""AWS managed job templates (AWS-Reboot, AWS-Download-File, AWS-Install-Application...) run
+through safe built-in handlers instead of the scripts the documents name.
+
+    for filter_, value, handler in managed_handlers(settings):
+        job_client.add_handler(filter_, value, handler)
+
+or ``register_managed_handlers(job_client, settings)``. Settings errors (SettingsError) are
+raised at once, before the agent starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Tuple
+
+from agent.managed.document import (
+    ACTIONS,
+    DOWNLOAD,
+    INSTALL,
+    REBOOT,
+    REMOVE,
+    RESTART,
+    RUN,
+    START,
+    STOP,
+    get_managed_action,
+    is_managed_document,
+)
+from agent.managed.download import DownloadAction
+from agent.managed.reboot import RebootAction
+from agent.managed.run_command import RunCommandAction
+from agent.managed.services import ServiceAction
+from agent.managed.settings import ManagedSettings, load_managed_settings
+from agent.managed.steps import Action, DisabledAction, ManagedJobHandler
+
+__all__ = [
+    "ManagedJobHandler",
+    "build_actions",
+    "get_managed_action",
+    "is_managed_document",
+    "managed_handlers",
+    "register_managed_handlers",
+]
+
+HandlerSpec = Tuple[Callable[[Any], Any], Any, Callable[..., Any]]
+
+
+def _package_actions(settings: Any) -> Dict[str, Action]:
+    why = "package actions need the APT handler (agent/apt), which is not installed"
+    return {INSTALL: DisabledAction(INSTALL, why), REMOVE: DisabledAction(REMOVE, why)}
+
+
+def build_actions(managed: ManagedSettings, settings: Any = None) -> Dict[str, Action]:
+    """The built-in action for each managed action name."""
+    actions: Dict[str, Action] = {
+        START: ServiceAction(START, managed.services),
+        STOP: ServiceAction(STOP, managed.services),
+        RESTART: ServiceAction(RESTART, managed.services),
+        REBOOT: RebootAction(managed.reboot),
+        DOWNLOAD: DownloadAction(managed.download),
+        RUN: RunCommandAction(managed.run_command),
+    }
+    actions.update(_package_actions(settings))
+    return actions
+
+
+def managed_handlers(settings: Any) -> List[HandlerSpec]:
+    """(filter, value, handler) triples for JobClient.add_handler: one per managed action,
+    then a catch-all for any other managed document, so that a handler this agent does not
+    ship is REJECTED with a reason that says so. Raises SettingsError."""
+    managed = load_managed_settings(settings)
+    handler = ManagedJobHandler(
+        build_actions(managed, settings), managed.state_dir, managed.step_timeout_seconds
+    )
+    specs: List[HandlerSpec] = [(get_managed_action, name, handler) for name in ACTIONS]
+    specs.append((is_managed_document, True, handler))
+    return specs
+
+
+def register_managed_handlers(job_client: Any, settings: Any) -> None:
+    """Add the managed-template handlers to ``job_client``. Raises SettingsError."""
+    for filter_, value, handler in managed_handlers(settings):
+        job_client.add_handler(filter_, value, handler)
