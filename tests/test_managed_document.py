@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import pytest
 from managed_fixtures import TEMPLATES, document
 
@@ -149,3 +153,39 @@ def test_redelivery_with_a_fresh_presigned_url_is_the_same_document():
     other = document("AWS-Download-File", downloadUrl="https://h/g?sig=1", filePath="f")
     assert same_document(first, second)
     assert not same_document(first, other)
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples" / "managed").glob("*.json"))
+
+
+def _matches_template(template, example) -> bool:
+    """True when ``example`` is ``template`` with its placeholders filled in."""
+    if isinstance(template, str):
+        pattern = re.escape(template)
+        pattern = re.sub(r"\\\$\\\{aws:iot:parameter:[A-Za-z0-9_]+\\\}", ".*", pattern)
+        return isinstance(example, str) and re.fullmatch(pattern, example) is not None
+    if isinstance(template, dict):
+        return (
+            isinstance(example, dict)
+            and template.keys() == example.keys()
+            and all(_matches_template(template[key], example[key]) for key in template)
+        )
+    if isinstance(template, list):
+        return (
+            isinstance(example, list)
+            and len(template) == len(example)
+            and all(map(_matches_template, template, example))
+        )
+    return template == example
+
+
+def test_there_is_an_example_for_every_template():
+    assert [path.stem for path in EXAMPLES] == sorted(TEMPLATES)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.stem)
+def test_example_is_its_template_with_parameters_substituted(path):
+    example = json.loads(path.read_text())
+    assert _matches_template(TEMPLATES[path.stem], example)
+    parsed = parse_managed_document(example)
+    assert parsed.steps[0].action == path.stem[len("AWS-") :]
