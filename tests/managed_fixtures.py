@@ -251,8 +251,11 @@ class ManagedAgentProcess:
         self._log.close()
 
 
-def make_handler(state_dir: Path, step_timeout_seconds: float = 30.0, **sections: Any):
-    """A ManagedJobHandler built from settings objects: ``services=ServicesSettings(...)``..."""
+def make_handler(
+    state_dir: Path, step_timeout_seconds: float = 30.0, apt: Any = None, **sections: Any
+):
+    """A ManagedJobHandler built from settings objects: ``services=ServicesSettings(...)``...;
+    ``apt`` (AptSettings) enables Install-Application."""
     from agent.managed import build_actions
     from agent.managed.settings import ManagedSettings
     from agent.managed.steps import ManagedJobHandler
@@ -260,4 +263,5 @@ def make_handler(state_dir: Path, step_timeout_seconds: float = 30.0, **sections
     managed = ManagedSettings(
         state_dir=state_dir, step_timeout_seconds=step_timeout_seconds, **sections
     )
-    return ManagedJobHandler(build_actions(managed), state_dir, step_timeout_seconds)
+    actions = build_actions(managed, apt_settings=apt)
+    return ManagedJobHandler(actions, state_dir, step_timeout_seconds)

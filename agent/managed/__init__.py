@@ -26,6 +26,7 @@ from agent.managed.document import (
     is_managed_document,
 )
 from agent.managed.download import DownloadAction
+from agent.managed.packages import InstallAction
 from agent.managed.reboot import RebootAction
 from agent.managed.run_command import RunCommandAction
 from agent.managed.services import ServiceAction
@@ -44,13 +45,33 @@ __all__ = [
 HandlerSpec = Tuple[Callable[[Any], Any], Any, Callable[..., Any]]
 
 
-def _package_actions(settings: Any) -> Dict[str, Action]:
-    why = "package actions need the APT handler (agent/apt), which is not installed"
-    return {INSTALL: DisabledAction(INSTALL, why), REMOVE: DisabledAction(REMOVE, why)}
+def _package_actions(settings: Any, apt_settings: Any) -> Dict[str, Action]:
+    """Install-Application through the APT handler when it is installed; Remove-Application
+    is refused until the APT worker can remove packages."""
+    remove = DisabledAction(
+        REMOVE, "Remove-Application is not supported yet: the APT worker cannot remove packages"
+    )
+    try:
+        from agent.apt.handler import AptUpdateHandler
+        from agent.apt.settings import load_apt_settings
+    except ModuleNotFoundError as error:
+        if not (error.name or "").startswith("agent.apt"):
+            raise
+        why = "package actions need the APT handler (agent/apt), which is not installed"
+        return {INSTALL: DisabledAction(INSTALL, why), REMOVE: remove}
+    if apt_settings is None and settings is not None:
+        apt_settings = load_apt_settings(settings)
+    if apt_settings is None:
+        why = "package actions need [apt] settings"
+        return {INSTALL: DisabledAction(INSTALL, why), REMOVE: remove}
+    return {INSTALL: InstallAction(AptUpdateHandler(apt_settings)), REMOVE: remove}
 
 
-def build_actions(managed: ManagedSettings, settings: Any = None) -> Dict[str, Action]:
-    """The built-in action for each managed action name."""
+def build_actions(
+    managed: ManagedSettings, settings: Any = None, apt_settings: Any = None
+) -> Dict[str, Action]:
+    """The built-in action for each managed action name. The package actions take their
+    ``[apt]`` settings from ``settings`` (or ``apt_settings``). Raises SettingsError."""
     actions: Dict[str, Action] = {
         START: ServiceAction(START, managed.services),
         STOP: ServiceAction(STOP, managed.services),
@@ -59,7 +80,7 @@ def build_actions(managed: ManagedSettings, settings: Any = None) -> Dict[str, A
         DOWNLOAD: DownloadAction(managed.download),
         RUN: RunCommandAction(managed.run_command),
     }
-    actions.update(_package_actions(settings))
+    actions.update(_package_actions(settings, apt_settings))
     return actions
 
 

@@ -319,7 +319,8 @@ class ManagedJobHandler:
             )
         if results:
             last = results[-1][1]
-            details.update(last.details)
+            for key, value in last.details.items():
+                details.setdefault(key, value)
             if parsed.include_stdout and last.stdout:
                 details["stdout"] = last.stdout
         return details
