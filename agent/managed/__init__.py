@@ -13,15 +13,16 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Tuple
 
 from agent.managed.document import (
-    ACTIONS,
     DOWNLOAD,
     INSTALL,
+    MANAGED_TEMPLATE,
     REBOOT,
     REMOVE,
     RESTART,
     RUN,
     START,
     STOP,
+    get_document_kind,
     get_managed_action,
     is_managed_document,
 )
@@ -36,6 +37,7 @@ from agent.managed.steps import Action, DisabledAction, ManagedJobHandler
 __all__ = [
     "ManagedJobHandler",
     "build_actions",
+    "get_document_kind",
     "get_managed_action",
     "is_managed_document",
     "managed_handlers",
@@ -85,16 +87,15 @@ def build_actions(
 
 
 def managed_handlers(settings: Any) -> List[HandlerSpec]:
-    """(filter, value, handler) triples for JobClient.add_handler: one per managed action,
-    then a catch-all for any other managed document, so that a handler this agent does not
-    ship is REJECTED with a reason that says so. Raises SettingsError."""
+    """(filter, value, handler) for JobClient.add_handler: every managed document (schema 1.0
+    or operation form) goes to one handler, so that a handler this agent does not ship, a
+    malformed step or a disabled action is REJECTED with a reason that says which and why.
+    Raises SettingsError."""
     managed = load_managed_settings(settings)
     handler = ManagedJobHandler(
         build_actions(managed, settings), managed.state_dir, managed.step_timeout_seconds
     )
-    specs: List[HandlerSpec] = [(get_managed_action, name, handler) for name in ACTIONS]
-    specs.append((is_managed_document, True, handler))
-    return specs
+    return [(get_document_kind, MANAGED_TEMPLATE, handler)]
 
 
 def register_managed_handlers(job_client: Any, settings: Any) -> None:

@@ -99,6 +99,14 @@ def is_managed_document(document: Any) -> bool:
     return "steps" in document or "version" in document or "operation" in document
 
 
+MANAGED_TEMPLATE = "managed-template"
+
+
+def get_document_kind(document: Any) -> Optional[str]:
+    """``"managed-template"`` for a managed document, else None: the JobClient filter."""
+    return MANAGED_TEMPLATE if is_managed_document(document) else None
+
+
 def get_managed_action(document: Any) -> Optional[str]:
     """The action of a managed document's first step (``Install-Application``...).
 
