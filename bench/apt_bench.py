@@ -68,7 +68,7 @@ def _agent_job(ctx: BenchContext, observer: JobsObserver, agent: AgentProcess, j
     document = json.dumps({"jobType": "APT_UPDATE", "aptPackageName": package})
     with procstat.RssSampler(agent.pid) as sampler:
         created = time.perf_counter()
-        ctx.stack.iot_client().create_job(jobId=job_id, targets=[ctx.thing(THING).arn],
+        ctx.iot.create_job(jobId=job_id, targets=[ctx.thing(THING).arn],
                                           document=document)
         observer.wait_for(lambda: observer.final_status(THING, job_id) is not None, 300,
                           f"final status of {job_id}")

@@ -9,6 +9,7 @@ from bench.agent_bench import drain_rows, idle_rows, turnaround_rows
 from bench.apt_bench import apt_rows
 from bench.baselines import bare_round_trip
 from bench.context import BenchContext
+from bench.heavy import many_agents_rows, soak_rows
 from bench.report import Row
 from bench.service_bench import latency_rows, throughput_rows
 
@@ -45,4 +46,8 @@ MEASUREMENTS: List[Measurement] = [
                 throughput_rows),
     Measurement("drain_1000", "one agent draining 1,000 queued no-op jobs",
                 lambda ctx: drain_rows(ctx, 1000), heavy=True),
+    Measurement("agents_200", "200 agents against one service, a stream of jobs each",
+                many_agents_rows, heavy=True),
+    Measurement("soak", "idle agent with periodic jobs: memory, fds, threads stay flat",
+                soak_rows, heavy=True),
 ]

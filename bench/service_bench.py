@@ -44,6 +44,7 @@ class DeviceLoop:
         self._client.on_subscribe = lambda *_: self._ready.set()
         self._client.on_message = self._on_message
         self._connection = connection
+        self._connect_result = "none yet"
 
     def connect(self) -> None:
         """Connect and subscribe to the replies; start a network thread."""
@@ -53,9 +54,13 @@ class DeviceLoop:
     def wait_ready(self, timeout: float = 20.0) -> None:
         """Block until the reply subscriptions are acknowledged."""
         if not self._ready.wait(timeout):
-            raise TimeoutError(f"{self.thing}: no SUBACK within {timeout:g} s")
+            state = "connected" if self._client.is_connected() else "not connected"
+            raise TimeoutError(f"{self.thing}: no SUBACK within {timeout:g} s ({state}, "
+                               f"connect result {self._connect_result})")
 
-    def _on_connect(self, client: mqtt.Client, *_: object) -> None:
+    def _on_connect(self, client: mqtt.Client, _userdata: object, _flags: object,
+                    reason_code: object, *_: object) -> None:
+        self._connect_result = str(reason_code)
         replies = ("start-next/accepted", "start-next/rejected",
                    "+/update/accepted", "+/update/rejected")
         client.subscribe([(f"{self._prefix}/{suffix}", 1) for suffix in replies])
@@ -196,7 +201,7 @@ def throughput_rows(ctx: BenchContext) -> List[Row]:
         bare.append(measure_with_bare_responder(
             ctx.privileged(), connections, jobs_per_thing, timeout,
             ctx.stack.kill_service, ctx.stack.start_service))
-        _create_jobs(ctx.stack.iot_client(), f"svc-{run}", jobs_per_thing, arns)
+        _create_jobs(ctx.iot, f"svc-{run}", jobs_per_thing, arns)
         served.append(run_device_loops(connections, timeout))
     return [Row(f"service: job executions/s, {SERVICE_THINGS} things x {jobs_per_thing} jobs",
                 median(served), "exec/s", median(bare), "bare MQTT responder")]
@@ -209,7 +214,7 @@ def latency_rows(ctx: BenchContext) -> List[Row]:
     client = sdk.connect(connection, no_delay=True)
     topic = f"$aws/things/{connection.thing_name}/jobs/get"
     try:
-        count = ctx.size(300, 1000)
+        count = ctx.size(100, 500)
         runs = [sdk.round_trips(client, topic, count, reply_topic=f"{topic}/accepted")
                 for _ in range(ctx.runs)]
     finally:
