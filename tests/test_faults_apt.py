@@ -1,0 +1,163 @@
+"""Power cuts during APT_UPDATE: the agent and its apt worker (with dpkg and the maintainer
+script it runs) all SIGKILLed while apt downloads and while dpkg configures, then the agent
+restarted. The job ends truthfully (resumed: APT_UPDATE is safe to re-run), dpkg is repaired,
+and the package ends installed exactly once.
+
+The real jobs_agent.py with the real APT handler and worker, a throwaway apt root and the test
+repository (tests/apt_fixtures.py); downloads come from a throttled HTTP server so the kill
+lands mid-download.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from agent_core_fixtures import REPO, create_job, execution, wait_for, wait_status
+from resilience_fixtures import set_option
+
+pytest_plugins = ("resilience_fixtures", "apt_fixtures")
+pytestmark = pytest.mark.timeout(120)
+
+WORKER_STARTED = re.compile(r"apt worker started \(pid (\d+)\)")
+
+
+class AgentWithApt:
+    """jobs_agent.py as a user starts it, [apt] pointed at a throwaway root; restartable."""
+
+    def __init__(self, settings_path: Path, log_path: Path) -> None:
+        self.settings_path = settings_path
+        self.log_path = log_path
+        self.process = None
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log_file:
+            self.process = subprocess.Popen(
+                [sys.executable, str(REPO / "jobs_agent.py"), "-c", str(self.settings_path)],
+                cwd=REPO,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def worker_pids(self):
+        return [int(pid) for pid in WORKER_STARTED.findall(self.log_text())]
+
+    def power_cut(self) -> None:
+        """SIGKILL the agent and every process of its workers' sessions at once."""
+        for pid in self.worker_pids():
+            try:
+                os.killpg(pid, signal.SIGKILL)  # the worker leads its own session and group
+            except ProcessLookupError:
+                pass
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def apt_agent(stack, apt_root, tmp_path):
+    settings_path = stack.thing("thing-1").settings_path
+    set_option(settings_path, "apt", "root_dir", apt_root.path)
+    set_option(settings_path, "apt", "allowed_packages", "slow, big")
+    agent = AgentWithApt(settings_path, tmp_path / "agent.log")
+    yield agent
+    agent.stop()
+    for pid in agent.worker_pids():
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_power_cut_while_dpkg_configures_then_restart_repairs_dpkg_and_succeeds(
+    stack, apt_root, apt_agent
+):
+    apt_agent.start()
+    create_job(stack, "dpkg-cut-1", {"jobType": "APT_UPDATE", "aptPackageName": "slow"})
+    # The package's postinst marks its first run, then sleeps: dpkg is configuring.
+    wait_for(lambda: (apt_root.path / "slow-once").exists(), 60, "dpkg to run the postinst")
+    apt_agent.power_cut()
+    assert apt_root.status("slow").get("Status") != "install ok installed"
+    apt_agent.start()
+    done = wait_status(stack, "dpkg-cut-1", timeout=90)
+    assert done["status"] == "SUCCEEDED", done
+    assert done["details"]["dpkgRepaired"] == "true"
+    assert apt_root.status("slow")["Status"] == "install ok installed"
+    assert apt_root.installed_version("slow") == "1.0"
+    assert not apt_root.journal_dirty()
+    assert "resuming (attempt 2)" in apt_agent.log_text()
+
+
+class _Throttled(http.server.SimpleHTTPRequestHandler):
+    bytes_per_second = 60_000
+
+    def copyfile(self, source, destination):
+        while True:
+            chunk = source.read(6000)
+            if not chunk:
+                return
+            destination.write(chunk)
+            destination.flush()
+            time.sleep(len(chunk) / self.bytes_per_second)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def slow_http_repository(apt_repository):
+    """The test repository over HTTP at 60 KB/s (big_1.0 takes about 5 s)."""
+
+    def handler(*args, **kwargs):
+        return _Throttled(*args, directory=str(apt_repository.path), **kwargs)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_power_cut_while_apt_downloads_then_restart_succeeds(
+    stack, apt_root, apt_agent, slow_http_repository
+):
+    apt_root.set_sources(f"deb [trusted=yes] {slow_http_repository}/ ./")
+    apt_root.refresh_lists()
+    apt_agent.start()
+    create_job(stack, "download-cut-1", {"jobType": "APT_UPDATE", "aptPackageName": "big"})
+    partial = apt_root.path / "var/cache/apt/archives/partial"
+    wait_for(
+        lambda: (
+            any(p.name.startswith("big_") for p in partial.iterdir()) if partial.is_dir() else False
+        ),
+        60,
+        "the download to begin",
+    )
+    assert execution(stack, "download-cut-1")["status"] == "IN_PROGRESS"
+    apt_agent.power_cut()
+    assert apt_root.installed_version("big") is None
+    apt_agent.start()
+    done = wait_status(stack, "download-cut-1", timeout=90)
+    assert done["status"] == "SUCCEEDED", done
+    assert apt_root.status("big")["Status"] == "install ok installed"
+    assert not apt_root.journal_dirty()
