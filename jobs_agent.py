@@ -139,25 +139,30 @@ class ShutdownSignals:
         return self.received is not None
 
 
-def _lock_state_dir(state_dir: Path) -> IO[bytes]:
+def _lock_state_dir(settings: Settings) -> IO[bytes]:
     """Create the state directory and hold its lock, so two agents never share a journal.
 
-    Raises SettingsError when it cannot be made or another agent holds it.
+    Raises SettingsError (naming the settings file, section and key) when it cannot be made
+    or written, or another agent holds it.
     """
+    state_dir = settings.agent.state_dir
+    where = f"{settings.path}: [agent] state_dir"
     try:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         lock = open(state_dir / "agent.lock", "wb")  # noqa: SIM115 - held until exit
     except OSError as error:
-        raise SettingsError(f"cannot use state_dir {state_dir}: {error.strerror}") from None
+        raise SettingsError(f"{where}: cannot use {str(state_dir)!r}: {error.strerror}") from None
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as error:
         lock.close()
         if error.errno in (errno.EWOULDBLOCK, errno.EACCES):
             raise SettingsError(
-                f"another agent is running with state_dir {state_dir} (it holds agent.lock)"
+                f"{where}: another agent is running with {str(state_dir)!r} (it holds agent.lock)"
             ) from None
-        raise SettingsError(f"cannot lock {state_dir}/agent.lock: {error.strerror}") from None
+        raise SettingsError(
+            f"{where}: cannot lock {state_dir}/agent.lock: {error.strerror}"
+        ) from None
     return lock
 
 
@@ -184,7 +189,7 @@ def run_agent(
     """
     agent = settings.agent
     try:
-        lock = _lock_state_dir(agent.state_dir)
+        lock = _lock_state_dir(settings)
     except SettingsError as error:
         log.error("%s", error)
         return 2
@@ -218,7 +223,12 @@ def run_agent(
         try:
             client.start()
         except OSError as error:
-            log.error("cannot write the journal in %s: %s", agent.state_dir, error)
+            log.error(
+                "%s: [agent] state_dir: cannot write the journal in %r: %s",
+                settings.path,
+                str(agent.state_dir),
+                error.strerror or error,
+            )
             return 2
         log.info(
             "agent for thing %s started (endpoint %s:%d)",

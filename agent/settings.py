@@ -277,6 +277,25 @@ def check_readable_file(
         raise SettingsError(f"{where}: cannot read {str(value)!r}: {error.strerror}") from None
 
 
+def check_folder_can_exist(
+    section: configparser.SectionProxy, key: str, value: Path, *, path: Path
+) -> None:
+    """Raise SettingsError when ``value`` is not a folder, or cannot be made because a part of
+    it is not a folder. Whether this user may write there is checked when the agent starts."""
+    where = _where(path, section, key)
+    if value.exists():
+        if not value.is_dir():
+            raise SettingsError(f"{where}: {str(value)!r} is not a folder")
+        return
+    for parent in value.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise SettingsError(
+                    f"{where}: {str(value)!r} cannot be made: {str(parent)!r} is not a folder"
+                )
+            return
+
+
 def check_private_key_mode(
     section: configparser.SectionProxy, key: str, value: Path, *, path: Path
 ) -> None:
@@ -383,11 +402,13 @@ def _load_agent(parser: configparser.ConfigParser, path: Path, problems: List[st
     def number(key: str, default: float, **bounds: float) -> Optional[float]:
         return _collect(problems, lambda: get_float(section, key, default, path=path, **bounds))
 
+    def state_dir() -> Path:
+        value = get_path(section, "state_dir", d.state_dir, path=path, must_exist=False)
+        check_folder_can_exist(section, "state_dir", value, path=path)
+        return value
+
     values: Dict[str, Any] = {
-        "state_dir": _collect(
-            problems,
-            lambda: get_path(section, "state_dir", d.state_dir, path=path, must_exist=False),
-        ),
+        "state_dir": _collect(problems, state_dir),
         "log_level": _collect(
             problems,
             lambda: get_choice(section, "log_level", LOG_LEVELS, d.log_level, path=path),

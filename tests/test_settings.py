@@ -236,3 +236,17 @@ def test_get_path_must_exist_names_the_key(tmp_path):
     with pytest.raises(SettingsError, match=r"\[apt\] root_dir: '.*/missing' does not exist"):
         get_path(section("root_dir = missing"), "root_dir", path=conf)
     assert get_path(section("d = missing"), "d", path=conf, must_exist=False).name == "missing"
+
+
+def test_state_dir_under_a_file_is_refused(credentials):
+    (credentials / "a-file").write_text("x")
+    path = write_settings(credentials, agent={"state_dir": "a-file/state"})
+    with pytest.raises(SettingsError, match=r"\[agent\] state_dir: .* cannot be made: .*a-file"):
+        load_settings(path)
+
+
+def test_state_dir_that_is_a_file_is_refused(credentials):
+    (credentials / "a-file").write_text("x")
+    path = write_settings(credentials, agent={"state_dir": "a-file"})
+    with pytest.raises(SettingsError, match=r"\[agent\] state_dir: .*a-file' is not a folder"):
+        load_settings(path)
