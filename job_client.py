@@ -326,6 +326,7 @@ class JobClient:
         self._journal_trusted = False
         self._job: Optional[_Job] = None
         self._worker_busy = False
+        self._worker_job_id = ""
         self._inflight: Optional[_Request] = None
         self._claim_wanted = True
         self._failures = 0
@@ -529,8 +530,8 @@ class JobClient:
             self._disconnect_quietly()
         self._online = False
         self._work.put(None)
-        if self._worker_busy and self._job is not None:
-            log.warning("job %s: handler still running at exit", self._job.job_id)
+        if self._worker_busy:
+            log.warning("job %s: handler still running at exit; abandoned", self._worker_job_id)
         elif self._worker_thread is not None:
             self._worker_thread.join(5)
         log.info("job client stopped")
@@ -977,6 +978,7 @@ class JobClient:
         job.registration = registration
         job.context = JobContext(job.job_id, job.execution_number, attempt, self._wake)
         self._worker_busy = True
+        self._worker_job_id = job.job_id
         self._work.put(job)
 
     def _wake(self) -> None:
