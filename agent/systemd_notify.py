@@ -34,6 +34,7 @@ class SystemdNotifier:
         self._watchdog_interval = _parse_watchdog(values["WATCHDOG_USEC"], values["WATCHDOG_PID"])
         self._notifier: Optional[sdnotify.SystemdNotifier] = None
         self._failures = 0
+        self._ready_sent = False
         if self._socket_path is not None:
             try:
                 # Reads NOTIFY_SOCKET itself; debug=True makes it raise instead of staying
@@ -60,11 +61,17 @@ class SystemdNotifier:
 
     def ready(self, status: Optional[str] = None) -> None:
         """Tell systemd start-up is complete (``READY=1``), with an optional status line."""
+        self._ready_sent = True
         self._send("READY=1", status)
 
     def watchdog(self) -> None:
-        """Ping the watchdog (``WATCHDOG=1``): send only while the agent is healthy."""
-        self._send("WATCHDOG=1")
+        """Ping the watchdog (``WATCHDOG=1``); call only while the agent is healthy.
+
+        Nothing is sent before ``ready()``: an agent that has not yet connected is not
+        healthy, and systemd arms the watchdog only once the service is ready.
+        """
+        if self._ready_sent:
+            self._send("WATCHDOG=1")
 
     def stopping(self, status: Optional[str] = None) -> None:
         """Tell systemd the agent is shutting down (``STOPPING=1``)."""

@@ -37,10 +37,23 @@ def test_ready_sends_ready_and_status(notify_socket):
     assert notify_socket.receive(2) == "READY=1\nSTATUS=connected to localhost"
 
 
+def test_watchdog_ping_is_sent_once_ready(notify_socket):
+    notifier = SystemdNotifier()
+    notifier.ready()
+    notifier.watchdog()
+    assert [notify_socket.receive(2), notify_socket.receive(2)] == ["READY=1", "WATCHDOG=1"]
+
+
+def test_no_watchdog_ping_before_ready(notify_socket):
+    notifier = SystemdNotifier()
+    notifier.watchdog()
+    notifier.status("connecting")
+    assert notify_socket.receive(2) == "STATUS=connecting"
+
+
 @pytest.mark.parametrize(
     ("call", "expected"),
     [
-        (lambda n: n.watchdog(), "WATCHDOG=1"),
         (lambda n: n.stopping(), "STOPPING=1"),
         (lambda n: n.status("job j-1: installing\nnginx"), "STATUS=job j-1: installing nginx"),
         (lambda n: n.extend_timeout(90), "EXTEND_TIMEOUT_USEC=90000000"),
@@ -96,6 +109,7 @@ def test_unreachable_socket_is_logged_and_ignored(monkeypatch, tmp_path, caplog)
 
 def test_socket_gone_after_start_is_logged_once_as_warning(notify_socket, caplog):
     notifier = SystemdNotifier()
+    notifier.ready()
     notify_socket.close()
     notifier.watchdog()
     notifier.watchdog()
