@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import List
 
-from bench.agent_bench import wait_until_claimed
+from bench.agent_bench import queue_jobs, wait_until_claimed
 from bench.agent_process import AgentProcess, noop_agent_command
 from bench.context import BenchContext
 from bench.load import run_load, soak
@@ -16,13 +16,6 @@ from bench.observer import JobsObserver
 from bench.report import Row, Target
 from bench.sdk import Connection
 from bench.service_bench import run_device_loops
-
-
-def _queue_for_all(ctx: BenchContext, prefix: str, jobs: int, things: List[str]) -> None:
-    arns = [ctx.thing(thing).arn for thing in things]
-    iot = ctx.iot
-    for index in range(jobs):
-        iot.create_job(jobId=f"{prefix}-{index}", targets=arns, document='{"jobType":"NOOP"}')
 
 
 def many_agents_rows(ctx: BenchContext) -> List[Row]:
@@ -34,7 +27,7 @@ def many_agents_rows(ctx: BenchContext) -> List[Row]:
     result = run_load(ctx.stack, things, jobs, prefix="many", queued_before_start=False,
                       job_gap_seconds=1.0, timeout=900)
     bare_things = [ctx.thing(f"bench-many-bare-{index:03d}").name for index in range(count)]
-    _queue_for_all(ctx, "many-bare", jobs, bare_things)
+    queue_jobs(ctx, bare_things, "many-bare", jobs)
     connections = [Connection.from_settings(ctx.thing(thing).settings_path)
                    for thing in bare_things]
     bare = run_device_loops(connections, 900)

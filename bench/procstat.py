@@ -36,6 +36,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_SECOND
 
 
+def thread_run_seconds(pid: int) -> float:
+    """Time on CPU summed over the process's live threads, in nanosecond resolution.
+
+    From ``/proc/PID/task/*/schedstat`` (first field: ns on CPU). Threads that exited are not
+    counted, so it is for windows in which no thread ends (an idle process).
+    """
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        raise ProcessLookupError(pid) from None
+    for task in tasks:
+        try:
+            total += int(_read(f"/proc/{pid}/task/{task}/schedstat").split()[0])
+        except ProcessLookupError:
+            continue
+    return total / 1e9
+
+
 def rss_mib(pid: int) -> float:
     """Resident set size (VmRSS) in MiB."""
     for line in _read(f"/proc/{pid}/status").splitlines():
@@ -89,25 +108,33 @@ def tree_rss_mib(pid: int) -> float:
 
 @dataclass
 class CpuWindow:
-    """CPU used by one process over a wall-clock window."""
+    """CPU used by one process over a wall-clock window: utime+stime (10 ms ticks) and the
+    per-thread scheduler total (ns)."""
 
     cpu_seconds: float
+    thread_run_seconds: float
     wall_seconds: float
 
     @property
     def percent(self) -> float:
-        """CPU use as a percentage of one core."""
+        """utime+stime as a percentage of one core."""
         return 100.0 * self.cpu_seconds / self.wall_seconds
+
+    @property
+    def thread_run_percent(self) -> float:
+        """The per-thread scheduler total as a percentage of one core."""
+        return 100.0 * self.thread_run_seconds / self.wall_seconds
 
 
 def measure_cpu(pids: List[int], seconds: float) -> List[CpuWindow]:
     """CPU each process uses over the same ``seconds`` of wall time (measured together)."""
     start_wall = time.monotonic()
-    start = [cpu_seconds(pid) for pid in pids]
+    start = [(cpu_seconds(pid), thread_run_seconds(pid)) for pid in pids]
     time.sleep(seconds)
-    end = [cpu_seconds(pid) for pid in pids]
+    end = [(cpu_seconds(pid), thread_run_seconds(pid)) for pid in pids]
     wall = time.monotonic() - start_wall
-    return [CpuWindow(after - before, wall) for before, after in zip(start, end)]
+    return [CpuWindow(after[0] - before[0], after[1] - before[1], wall)
+            for before, after in zip(start, end)]
 
 
 @dataclass

@@ -64,7 +64,7 @@ def _number(value: float) -> str:
         return f"{value:.1f}"
     if abs(value) >= 0.01:
         return f"{value:.2f}"
-    return f"{value:.2g}"
+    return f"{value:.1e}"
 
 
 def _cells(row: Row) -> List[str]:
