@@ -53,14 +53,16 @@ from typing import Any, Callable, Dict, Mapping, MutableMapping, Optional, Tuple
 from AWSIoTPythonSDK.exception.operationError import operationError
 from AWSIoTPythonSDK.exception.operationTimeoutException import operationTimeoutException
 
-from agent.errors import JobError, JobFailed, JobRejected
+from agent.errors import JobError, JobFailed, JobHandedOver, JobRejected
 from agent.journal import JobRecord, Journal, JournalState, Phase
+from agent.messages import first_duplicate_key, parse_message
 from agent.status_details import fit_status_details
 
 __all__ = [
     "JobClient",
     "JobContext",
     "JobFailed",
+    "JobHandedOver",
     "JobRejected",
     "Outcome",
     "Status",
@@ -123,6 +125,28 @@ def outcome_of_error(error: JobError) -> Outcome:
     """The final status a handler's JobRejected/JobFailed asks for."""
     status = Status.REJECTED if isinstance(error, JobRejected) else Status.FAILED
     return Outcome(status, failure_details(error.reason, error.code, error.details))
+
+
+def _text(value: Any) -> Optional[str]:
+    """``value`` when it is a string (service messages are untrusted), else None."""
+    return value if isinstance(value, str) else None
+
+
+def _list(value: Any) -> list:
+    """``value`` when it is a list, else an empty one."""
+    return value if isinstance(value, list) else []
+
+
+def _document_problem(job: _Job) -> str:
+    """Why the job document cannot be handed to any handler ("" when it can)."""
+    if job.document_cut:
+        return "job document is nested too deeply to read"
+    if not isinstance(job.document, dict):
+        return "job document is not a JSON object"
+    duplicate = first_duplicate_key(job.document)
+    if duplicate is not None:
+        return f"job document is ambiguous: key {duplicate!r} is given more than once"
+    return ""
 
 
 class _JobLogAdapter(logging.LoggerAdapter):
@@ -221,6 +245,7 @@ class _Job:
     final: Optional[Outcome] = None  # decided, not yet acknowledged
     final_fallback: int = 0  # how far the final statusDetails were cut after InvalidRequest
     gone: str = ""  # why the service no longer takes updates for it
+    document_cut: bool = False  # parts nested too deeply to read were cut from the message
     last_update_at: float = 0.0
     next_progress_at: float = 0.0
     check_wanted: bool = False
@@ -428,15 +453,14 @@ class JobClient:
         self._events.put((_Event.OFFLINE, None))
 
     def _sdk_message(self, client: Any, userdata: Any, message: Any) -> None:
+        # Whatever arrives, nothing may escape: an exception here kills the SDK's only
+        # dispatch thread (parse_message raises nothing but ValueError).
         try:
-            payload = json.loads(message.payload.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as error:
-            log.warning("ignoring a message on %s that is not JSON: %s", message.topic, error)
+            payload, cut = parse_message(bytes(message.payload))
+        except ValueError as error:
+            log.warning("ignoring a message on %s: %s", message.topic, error)
             return
-        if not isinstance(payload, dict):
-            log.warning("ignoring a message on %s that is not a JSON object", message.topic)
-            return
-        self._events.put((_Event.MESSAGE, (message.topic, payload)))
+        self._events.put((_Event.MESSAGE, (message.topic, payload, cut)))
 
     # worker thread
 
@@ -455,6 +479,9 @@ class JobClient:
         context.log.info("started (attempt %d)", job.attempt)
         try:
             result = registration.handler(job.document, context)
+        except JobHandedOver as error:
+            context.log.info("handed over to the next start: %s", error.reason)
+            return Outcome(Status.IN_PROGRESS, failure_details(error.reason, None))
         except JobError as error:
             outcome = outcome_of_error(error)
             context.log.info("%s: %s", outcome.status.value, error.reason)
@@ -768,7 +795,7 @@ class JobClient:
 
     # messages
 
-    def _on_message(self, topic: str, payload: Dict[str, Any]) -> None:
+    def _on_message(self, topic: str, payload: Dict[str, Any], cut: bool) -> None:
         if not topic.startswith(self._prefix):
             log.warning("ignoring a message on %s: not for thing %s", topic, self.thing_name)
             return
@@ -782,7 +809,7 @@ class JobClient:
             if request is None:
                 return
             if suffix.endswith("accepted"):
-                self._on_claim_accepted(payload)
+                self._on_claim_accepted(payload, cut)
             else:
                 self._on_claim_rejected(payload)
         else:
@@ -829,8 +856,8 @@ class JobClient:
         jobs = payload.get("jobs")
         if not isinstance(jobs, dict):
             return
-        in_progress = jobs.get("IN_PROGRESS") or []
-        queued = jobs.get("QUEUED") or []
+        in_progress = _list(jobs.get("IN_PROGRESS"))
+        queued = _list(jobs.get("QUEUED"))
         job = self._job
         if job is None:
             if in_progress or queued:
@@ -841,7 +868,7 @@ class JobClient:
                 job.check_wanted = True
 
     def _on_claim_rejected(self, payload: Dict[str, Any]) -> None:
-        code, message = payload.get("code"), payload.get("message")
+        code, message = _text(payload.get("code")), _text(payload.get("message"))
         if code in RETRYABLE_CODES:
             log.warning("start-next rejected (%s: %s); will retry", code, message)
             self._claim_wanted = True
@@ -851,7 +878,7 @@ class JobClient:
             # notification, reconnect or poll tries again.
             log.error("start-next rejected (%s: %s)", code, message)
 
-    def _on_claim_accepted(self, payload: Dict[str, Any]) -> None:
+    def _on_claim_accepted(self, payload: Dict[str, Any], cut: bool) -> None:
         self._failures = 0
         execution = payload.get("execution")
         interrupted = self._state.current
@@ -872,6 +899,7 @@ class JobClient:
             interrupted = None
         job = _Job(job_id, execution_number, version, last_update_at=time.monotonic())
         job.document = execution.get("jobDocument")
+        job.document_cut = cut
         self._job = job
         details = execution.get("statusDetails")
         claimed_now = isinstance(details, dict) and details.get(RUN_ID_KEY) == self._run_id
@@ -888,6 +916,9 @@ class JobClient:
             self._resume_final(job, interrupted)
         elif interrupted is not None and interrupted.phase is Phase.RUNNING:
             self._begin(job, interrupted.attempt + 1, interrupted=True)
+        elif interrupted is not None and interrupted.phase is Phase.HANDED_OVER:
+            log.info("job %s: continuing after the agent restart, as its handler asked", job_id)
+            self._begin(job, interrupted.attempt + 1, interrupted=False)
         elif claimed_now or interrupted is not None or self._journal_trusted:
             # Claimed now, or claimed by an earlier run that never started it: the journal
             # records RUNNING before any handler starts.
@@ -942,10 +973,10 @@ class JobClient:
             )
             self._job = None
             return
-        if not isinstance(job.document, dict):
-            self._decide_final(
-                job, Outcome.rejected("job document is not a JSON object", "INVALID_DOCUMENT")
-            )
+        problem = _document_problem(job)
+        if problem:
+            log.warning("job %s: %s; rejecting", job.job_id, problem)
+            self._decide_final(job, Outcome.rejected(problem, "INVALID_DOCUMENT"))
             return
         registration = self._select(job.document)
         if registration is None:
@@ -1038,8 +1069,29 @@ class JobClient:
                 job.final.status.value,
             )
             return
+        if outcome.status is Status.IN_PROGRESS:
+            self._hand_over(job, outcome)
+            return
         log.info("job %s: finished: %s", job.job_id, outcome.status.value)
         self._decide_final(job, outcome)
+
+    def _hand_over(self, job: _Job, outcome: Outcome) -> None:
+        """The handler asked to go on at the next start: record that, report nothing."""
+        if not self._stopping:
+            reason = "the handler handed the job over to a restart, but the agent is not stopping"
+            log.error("job %s: %s", job.job_id, reason)
+            self._decide_final(job, Outcome.failed(reason, "HANDOVER_REFUSED"))
+            return
+        record = JobRecord(
+            job.job_id, job.execution_number, job.version, Phase.HANDED_OVER, job.attempt
+        )
+        self._save(self._state.with_current(record))
+        log.info(
+            "job %s: left IN_PROGRESS for the next start (%s)",
+            job.job_id,
+            outcome.details.get("reason", ""),
+        )
+        self._job = None
 
     def _finish(self, job: _Job) -> None:
         """Forget the job in hand and remember it as finished; look for the next one."""
@@ -1082,9 +1134,9 @@ class JobClient:
     def _on_update_rejected(self, request: _Request, payload: Dict[str, Any]) -> None:
         job = request.job
         assert job is not None and request.status is not None
-        code, message = payload.get("code"), payload.get("message")
+        code, message = _text(payload.get("code")), _text(payload.get("message"))
         state = payload.get("executionState")
-        service_status = state.get("status") if isinstance(state, dict) else None
+        service_status = _text(state.get("status")) if isinstance(state, dict) else None
         now = time.monotonic()
         if (
             job.final is not None

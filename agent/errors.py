@@ -34,3 +34,8 @@ class JobRejected(JobError):
 
 class JobFailed(JobError):
     """The job was tried and did not succeed: reported FAILED."""
+
+
+class JobHandedOver(JobError):
+    """The job goes on at the agent's next start (raised while the agent is stopping): no
+    status is reported now; the next start runs the handler again with ``attempt`` + 1."""

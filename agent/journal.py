@@ -32,6 +32,7 @@ class Phase(str, enum.Enum):
     CLAIMED = "CLAIMED"  # start-next accepted it; the handler has not started
     RUNNING = "RUNNING"  # the handler was started (``attempt`` counts the starts)
     FINAL = "FINAL"  # the final status is decided and not yet acknowledged by the service
+    HANDED_OVER = "HANDED_OVER"  # the handler asked to go on at the next start (JobHandedOver)
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from agent_core_fixtures import (
 from local_jobs_fixtures import RawDevice
 from resilience_fixtures import through_proxy
 
-from agent.errors import JobFailed, JobRejected
-from agent.journal import JournalState
+from agent.errors import JobFailed, JobHandedOver, JobRejected
+from agent.journal import JournalState, Phase
 from local_jobs.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.timeout(60)
@@ -331,3 +331,39 @@ def test_connection_attempts_on_a_dead_network_time_out_and_are_retried(stack, a
         assert not agent.client.ready.is_set()
         proxy.restore()
         assert wait_status(stack, "dead-net-1", timeout=20)["status"] == "SUCCEEDED"
+
+
+def test_job_handed_over_at_stop_goes_on_at_the_next_start(stack, agent_factory):
+    started = threading.Event()
+    attempts = []
+
+    def reboot_like(document, job):
+        attempts.append(job.attempt)
+        if job.attempt == 1:
+            started.set()
+            job.wait(30)
+            raise JobHandedOver("waiting for the reboot")
+        return {"rebooted": "yes"}
+
+    first = agent_factory().add("REBOOT", reboot_like)
+    first.start()
+    create_job(stack, "handover-1", {"jobType": "REBOOT"})
+    assert started.wait(10)
+    first.stop(grace_seconds=5)
+    assert execution(stack, "handover-1")["status"] == "IN_PROGRESS"
+    assert first.journal.load().current.phase is Phase.HANDED_OVER
+    agent_factory().add("REBOOT", reboot_like).start()
+    done = wait_status(stack, "handover-1")
+    assert done["status"] == "SUCCEEDED"
+    assert attempts == [1, 2]
+
+
+def test_job_handed_over_while_not_stopping_is_failed(stack, agent_factory):
+    def eager(document, job):
+        raise JobHandedOver("wants a restart")
+
+    agent_factory().add("EAGER", eager).start()
+    create_job(stack, "handover-2", {"jobType": "EAGER"})
+    done = wait_status(stack, "handover-2")
+    assert done["status"] == "FAILED"
+    assert done["details"]["errorCode"] == "HANDOVER_REFUSED"

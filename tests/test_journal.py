@@ -34,8 +34,9 @@ def journal(tmp_path):
         JournalState(current=RUNNING),
         JournalState(current=FINAL, finished=(("old", 1), ("older", 7))),
         JournalState(current=JobRecord("j", 1, 1, Phase.CLAIMED)),
+        JournalState(current=JobRecord("j", 1, 4, Phase.HANDED_OVER, attempt=1)),
     ],
-    ids=["empty", "running", "final_with_finished", "claimed"],
+    ids=["empty", "running", "final_with_finished", "claimed", "handed_over"],
 )
 def test_saved_state_loads_back_equal(journal, state):
     journal.save(state)

@@ -1,0 +1,141 @@
+"""Read the JSON messages the Jobs service sends, safely (pure: no I/O).
+
+Messages come from the network, so reading one must never raise anything but ValueError:
+
+- Nesting deeper than Python's JSON reader can follow (it raises RecursionError) is cut: each
+  value opened at ``MAX_DEPTH`` is replaced by ``null`` and the message is marked ``cut``, so
+  its ids and tokens can still be read and a job document that was cut is REJECTED rather than
+  run or silently dropped (a dropped start-next reply would be claimed again and again).
+- Objects remember keys that appear more than once (JSON keeps the last), so an ambiguous job
+  document can be REJECTED instead of run with whichever value came last.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+MAX_DEPTH = 64
+
+
+class JsonObject(dict):
+    """A JSON object; ``duplicate_keys`` names keys given more than once (the last value won)."""
+
+    duplicate_keys: Tuple[str, ...] = ()
+
+
+def _object(pairs: List[Tuple[str, Any]]) -> JsonObject:
+    obj = JsonObject(pairs)
+    if len(obj) != len(pairs):
+        seen: Dict[str, int] = {}
+        for key, _ in pairs:
+            seen[key] = seen.get(key, 0) + 1
+        obj.duplicate_keys = tuple(key for key, count in seen.items() if count > 1)
+    return obj
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, object_pairs_hook=_object)
+
+
+def parse_message(data: bytes) -> Tuple[Dict[str, Any], bool]:
+    """The JSON object in ``data`` and whether too deep a part of it was cut to ``null``.
+
+    Raises ValueError (naming why) when ``data`` is not UTF-8 JSON text of an object.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"not UTF-8 ({error.reason})") from None
+    cut = False
+    try:
+        value = _loads(text)
+    except RecursionError:
+        text, cut = cap_depth(text, MAX_DEPTH)
+        try:
+            value = _loads(text)
+        except RecursionError:  # cannot happen once capped; never let it escape
+            raise ValueError("nested too deeply") from None
+    except ValueError as error:
+        raise ValueError(f"not JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"not a JSON object but {type(value).__name__}")
+    return value, cut
+
+
+def cap_depth(text: str, limit: int) -> Tuple[str, bool]:
+    """``text`` with every array or object that opens at nesting ``limit`` replaced by
+    ``null``; and whether anything was replaced. Strings are respected; text that is not
+    JSON stays not JSON."""
+    out: List[str] = []
+    depth = 0
+    start = index = 0
+    cut = False
+    while True:
+        found = next(_brackets(text, index), None)
+        if found is None:
+            break
+        position, char = found
+        if char in "[{" and depth == limit:
+            out.append(text[start:position])
+            out.append("null")
+            start = index = _container_end(text, position)
+            cut = True
+            continue
+        depth += 1 if char in "[{" else -1
+        index = position + 1
+    out.append(text[start:])
+    return "".join(out), cut
+
+
+def _brackets(text: str, index: int) -> Iterator[Tuple[int, str]]:
+    """Position and character of each bracket outside strings, from ``index`` on."""
+    length = len(text)
+    while index < length:
+        char = text[index]
+        if char == '"':
+            index = _string_end(text, index)
+            continue
+        if char in "[]{}":
+            yield index, char
+        index += 1
+
+
+def _string_end(text: str, index: int) -> int:
+    """The index just past the string that opens at ``index``."""
+    index += 1
+    length = len(text)
+    while index < length:
+        char = text[index]
+        if char == "\\":
+            index += 2
+            continue
+        index += 1
+        if char == '"':
+            break
+    return index
+
+
+def _container_end(text: str, index: int) -> int:
+    """The index just past the array or object that opens at ``index``."""
+    depth = 0
+    for position, char in _brackets(text, index):
+        depth += 1 if char in "[{" else -1
+        if depth == 0:
+            return position + 1
+    return len(text)
+
+
+def first_duplicate_key(value: Any) -> Optional[str]:
+    """A key given twice in some object inside ``value`` (parsed by ``parse_message``)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            duplicates = getattr(item, "duplicate_keys", ())
+            if duplicates:
+                return duplicates[0]
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return None

@@ -1,0 +1,59 @@
+"""Reading service messages never raises anything but ValueError, whatever arrives."""
+
+import json
+
+import pytest
+
+from agent.messages import MAX_DEPTH, cap_depth, first_duplicate_key, parse_message
+
+
+def test_plain_object_is_read():
+    assert parse_message(b'{"a": [1, {"b": "c"}]}') == ({"a": [1, {"b": "c"}]}, False)
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (b"\xff\xfe", "not UTF-8"),
+        (b"{", "not JSON"),
+        (b"[1, 2]", "not a JSON object but list"),
+        (b'"text"', "not a JSON object but str"),
+    ],
+    ids=["binary", "truncated", "array", "string"],
+)
+def test_what_is_not_a_json_object_raises_value_error_saying_why(data, why):
+    with pytest.raises(ValueError, match=why):
+        parse_message(data)
+
+
+def test_deep_nesting_is_cut_and_flagged_instead_of_raising():
+    deep = '{"clientToken": "t", "execution": {"jobId": "j", "jobDocument": ' + "[" * 5000
+    deep += "]" * 5000 + '}, "timestamp": 1}'
+    message, cut = parse_message(deep.encode())
+    assert cut
+    assert message["clientToken"] == "t"
+    assert message["execution"]["jobId"] == "j"
+    assert message["timestamp"] == 1
+
+
+def test_cap_depth_keeps_strings_with_brackets_and_escaped_quotes():
+    text = json.dumps({"a": {"b": ['x"[{', {"c": 1}]}})
+    capped, cut = cap_depth(text, 2)
+    assert cut
+    assert json.loads(capped) == {"a": {"b": None}}
+
+
+def test_cap_depth_leaves_shallow_text_alone():
+    text = json.dumps({"a": [[1]]})
+    assert cap_depth(text, MAX_DEPTH) == (text, False)
+
+
+def test_duplicate_keys_are_found_at_any_depth():
+    message, _ = parse_message(b'{"doc": {"list": [{"k": 1, "k": 2}]}}')
+    assert first_duplicate_key(message) == "k"
+    assert message["doc"]["list"][0]["k"] == 2
+
+
+def test_no_duplicate_keys_gives_none():
+    message, _ = parse_message(b'{"a": {"b": 1}, "b": 2}')
+    assert first_duplicate_key(message) is None
