@@ -18,6 +18,10 @@ Choices made here, and why:
   reconnects by itself; on a network that silently drops packets that blocks for many
   minutes. A socket factory gives the socket a timeout for the connect and the handshake
   (paho makes it non-blocking afterwards), so a dead path fails fast and is retried.
+- TCP_NODELAY. The SDK leaves Nagle's algorithm on; every Jobs request is a small packet
+  that waits for a reply, so Nagle plus the peer's delayed ACK added about 35 ms to each
+  request/reply round trip (measured against the local service: a no-op job took 190 ms
+  from start to the next claim, 110 ms with TCP_NODELAY).
 - The SDK's event-consumer thread waits on a condition that every new event notifies, but
   with a 10 ms timeout, so an idle agent wakes 100 times a second. ``quiet_sdk_event_loop``
   raises that timeout; events still wake the thread at once, so no latency is added. The
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from typing import Tuple
 
 from AWSIoTPythonSDK.core.protocol.internal.workers import EventConsumer
 from AWSIoTPythonSDK.MQTTLib import AWSIoTMQTTClient
@@ -54,6 +59,13 @@ def quiet_sdk_event_loop() -> None:
     EventConsumer.MAX_DISPATCH_INTERNAL_SEC = SDK_EVENT_WAIT_SECONDS
 
 
+def _open_socket(address: Tuple[str, int], timeout: float) -> socket.socket:
+    """The TCP connection the SDK speaks TLS over: bounded connect and handshake, no Nagle."""
+    sock = socket.create_connection(address, timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
 def make_mqtt_client(
     connection: ConnectionSettings, *, connect_timeout_seconds: float = CONNECT_TIMEOUT_SECONDS
 ) -> AWSIoTMQTTClient:
@@ -74,9 +86,7 @@ def make_mqtt_client(
         RECONNECT_BASE_SECONDS, RECONNECT_MAX_SECONDS, STABLE_CONNECTION_SECONDS
     )
     client.configureOfflinePublishQueueing(0)
-    client.configureSocketFactory(
-        lambda: socket.create_connection(address, timeout=connect_timeout_seconds)
-    )
+    client.configureSocketFactory(lambda: _open_socket(address, connect_timeout_seconds))
     client.configureConnectDisconnectTimeout(connect_timeout_seconds)
     client.configureMQTTOperationTimeout(OPERATION_TIMEOUT_SECONDS)
     client.disableMetricsCollection()
