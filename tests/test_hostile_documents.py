@@ -330,12 +330,6 @@ def test_an_oversized_or_odd_document_is_rejected_and_runs_nothing(client, senti
     assert status == "REJECTED", details
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="job_client.py _sdk_message: json.loads keeps the last of duplicate keys, so an "
-    "ambiguous document (a hostile aptPackageName, then 'cowsay') runs the apt worker instead "
-    "of being REJECTED",
-)
 def test_a_document_with_duplicate_keys_is_rejected(client, sentinel):
     hostile = json.dumps(f"$(touch {sentinel})")
     text = (
@@ -350,12 +344,6 @@ def test_a_document_with_duplicate_keys_is_rejected(client, sentinel):
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(
-    strict=True,
-    reason="job_client.py _sdk_message catches UnicodeDecodeError and ValueError but not the "
-    "RecursionError json.loads raises for a deeply nested document; it escapes into the SDK's "
-    "single dispatch thread, which dies: the agent hears nothing more",
-)
 def test_a_deeply_nested_document_is_rejected_and_the_agent_goes_on(tmp_path, sentinel):
     mqtt = LoopbackMqtt(THING)
     job_client = JobClient(mqtt, THING, request_timeout_seconds=1, poll_interval_seconds=3600)

@@ -353,11 +353,6 @@ def unmakeable_state_dir(folder: Path) -> Path:
     return write(parser, folder / "settings.conf")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="--check-config passes a state_dir that cannot be made: agent/settings.py reads it "
-    "with must_exist=False and nothing checks that it can be made (the start fails later)",
-)
 def test_check_config_refuses_a_state_dir_that_cannot_be_made(folder):
     path = unmakeable_state_dir(folder)
     result = run_agent(path, "--check-config")
@@ -365,11 +360,6 @@ def test_check_config_refuses_a_state_dir_that_cannot_be_made(folder):
     assert f"{path}: [agent] state_dir:" in result.stderr, result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jobs_agent.py _lock_state_dir: 'cannot use state_dir X: Not a directory' names "
-    "neither the settings file nor the [agent] section",
-)
 def test_start_names_file_section_and_key_of_a_state_dir_that_cannot_be_made(folder):
     path = unmakeable_state_dir(folder)
     result = run_agent(path)
