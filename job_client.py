@@ -287,7 +287,8 @@ class JobClient:
 
     Health, for a watchdog: ``ready`` (set once connected, subscribed and the first claim
     sent), ``is_connected()``, ``last_online`` (``time.monotonic()`` of the last connect) and
-    ``offline_seconds()``.
+    ``offline_seconds()``. ``explain_connection_failure`` may return why connecting fails
+    (such as an expired certificate), added to the log lines about it.
     """
 
     def __init__(
@@ -306,6 +307,7 @@ class JobClient:
         max_attempts: int = 3,
         keepalive_seconds: int = 60,
         on_ready: Optional[Callable[[], None]] = None,
+        explain_connection_failure: Optional[Callable[[], Optional[str]]] = None,
     ) -> None:
         if not thing_name:
             raise ValueError("thing_name must not be empty")
@@ -332,6 +334,7 @@ class JobClient:
         self._max_attempts = max_attempts
         self._keepalive = keepalive_seconds
         self._on_ready = on_ready
+        self._explain = explain_connection_failure
         self._prefix = f"$aws/things/{thing_name}/jobs/"
         self._handlers: list = []
         self._run_id = uuid.uuid4().hex[:12]
@@ -521,9 +524,10 @@ class JobClient:
                 return True
             except (operationError, operationTimeoutException, OSError) as error:
                 log.error(
-                    "cannot connect or subscribe (%s: %s); retrying in %.0f s",
+                    "cannot connect or subscribe (%s: %s)%s; retrying in %.0f s",
                     type(error).__name__,
                     error,
+                    self._explanation(),
                     delay,
                 )
                 if isinstance(error, operationTimeoutException):
@@ -534,6 +538,11 @@ class JobClient:
                 break
             delay = min(delay * 2, 60.0)
         return False
+
+    def _explanation(self) -> str:
+        """ "; <why>" when the caller can tell why connecting fails (an expired certificate)."""
+        why = self._explain() if self._explain is not None else None
+        return f"; {why}" if why else ""
 
     def _subscribe(self) -> None:
         for suffix in (
@@ -628,7 +637,7 @@ class JobClient:
         elif kind is _Event.ONLINE:
             self._on_online()
         elif kind is _Event.OFFLINE:
-            log.warning("connection lost; the SDK reconnects with backoff")
+            log.warning("connection lost%s; the SDK reconnects with backoff", self._explanation())
         elif kind is _Event.DONE:
             self._on_handler_done(*data)
         elif kind is _Event.STOP:

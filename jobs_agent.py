@@ -25,6 +25,7 @@ from agent.apt.settings import load_apt_settings
 from agent.errors import SettingsError
 from agent.journal import Journal
 from agent.settings import LOG_LEVELS, Settings, load_settings
+from agent.tls import certificate_problem
 from job_client import JobClient
 
 log = logging.getLogger("jobs_agent")
@@ -203,6 +204,17 @@ def run_agent(
         if notifier is not None:
             notifier.ready("listening for jobs")
 
+    certificate = settings.connection.certificate
+    problem = certificate_problem(certificate)
+    if problem:
+        # Not fatal here (--check-config makes it so): the clock may yet be set by NTP, or
+        # the file replaced, while the agent retries.
+        log.error(
+            "%s: [connection] certificate: %s; connecting will fail until that changes",
+            settings.path,
+            problem,
+        )
+
     client = JobClient(
         mqtt_client,
         settings.connection.thing_name,
@@ -212,6 +224,7 @@ def run_agent(
         progress_interval_seconds=agent.progress_interval_seconds,
         shutdown_grace_seconds=agent.shutdown_grace_seconds,
         on_ready=on_ready,
+        explain_connection_failure=lambda: certificate_problem(certificate),
     )
     for filter_, value, handler in handlers:
         client.add_handler(filter_, value, handler)
@@ -276,6 +289,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             log.error("%s", _missing_settings_hint(path))
         return 2
     if args.check_config:
+        problem = certificate_problem(settings.connection.certificate)
+        if problem:
+            log.error("%s: [connection] certificate: %s", path, problem)
+            return 2
         print(f"{path}: settings are valid")  # the answer a user asked for, on stdout
         return 0
     configure_logging(args.log_level or settings.agent.log_level)

@@ -7,6 +7,7 @@ timings are shortened so every test stays fast (the stack's service minute is 1 
 from __future__ import annotations
 
 import configparser
+import datetime
 import json
 import os
 import signal
@@ -16,6 +17,11 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from agent.journal import Journal
 from agent.mqtt import make_mqtt_client
@@ -216,3 +222,20 @@ class AgentProcess:
             self.process.kill()
             self.process.wait(10)
         self._log.close()
+
+
+def make_pem(not_before: datetime.datetime, not_after: datetime.datetime) -> bytes:
+    """A self-signed certificate (real DER, as OpenSSL and cryptography write it)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "thing-1")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import subprocess
@@ -14,10 +15,12 @@ from agent_core_fixtures import (
     AgentProcess,
     create_job,
     execution,
+    make_pem,
     set_agent_options,
     wait_for,
     wait_status,
 )
+from resilience_fixtures import set_option
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -263,3 +266,14 @@ def test_unreadable_journal_after_a_crash_treats_the_job_as_interrupted(
     assert second.runs() == ["torn-1 1", "torn-1 2"]
     assert (state_dir / "journal.json.unreadable").exists()
     assert "journal" in second.log_text() and "ignored" in second.log_text()
+
+
+def test_check_config_names_a_certificate_that_is_not_valid_now(stack, settings_path, tmp_path):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    pem = make_pem(now - datetime.timedelta(days=30), now - datetime.timedelta(days=1))
+    (tmp_path / "old.crt").write_bytes(pem)
+    set_option(settings_path, "connection", "certificate", tmp_path / "old.crt")
+    result = run_agent_command("--check-config", "-c", str(settings_path))
+    assert result.returncode == 2
+    assert f"{settings_path}: [connection] certificate: the certificate" in result.stderr
+    assert "expired on" in result.stderr
