@@ -19,9 +19,10 @@ cd "$here" || exit 2
 
 # mosquitto: the local broker; python3-apt: the APT handler; python3-venv: the environment;
 # python3-cryptography: the local service's certificates; dpkg-dev: building the test .debs
-# and repositories; openssl, ca-certificates: TLS.
+# and repositories; openssl, ca-certificates: TLS; systemd: systemctl and systemd-analyze
+# (only their files: nothing is started; containers lack them).
 TEST_DEBIAN_PACKAGES=(mosquitto python3-apt python3-venv python3-cryptography dpkg-dev
-    openssl ca-certificates)
+    openssl ca-certificates systemd)
 
 ensure_debian_packages "${TEST_DEBIAN_PACKAGES[@]}" || exit 2
 ensure_venv "$here/.venv" requirements.txt requirements-local.txt requirements-test.txt || exit 2

@@ -145,32 +145,38 @@ def configure_thing(settings_path: Path, apt_root: Path, allowed: Sequence[str])
     os.replace(tmp, settings_path)
 
 
-def watch_execution(
-    describe: Callable[[], Dict],
-    print_line: Callable[[str], None],
-    deadline: float,
-    keep_going: Callable[[], bool],
-) -> Optional[Dict]:
-    """Poll an execution, print each new (status, statusDetails); return the terminal one.
+class ExecutionWatcher:
+    """Prints each new (status, statusDetails) of one job execution, timed from its creation."""
 
-    Returns None when ``deadline`` (a ``time.monotonic()`` value) passes or ``keep_going()``
-    turns false first.
-    """
-    started = time.monotonic()
-    last = None
-    while True:
-        execution = describe()
-        seen = (execution.get("status"), json.dumps(execution.get("statusDetails") or {}))
-        if seen != last:
-            details = execution.get("statusDetails", {}).get("detailsMap") or {}
-            text = json.dumps(details, sort_keys=True) if details else ""
-            print_line(f"  {time.monotonic() - started:7.2f}s  {seen[0]:<12} {text}".rstrip())
-            last = seen
-        if seen[0] in TERMINAL_STATUSES:
-            return execution
-        if time.monotonic() >= deadline or not keep_going():
-            return None
-        time.sleep(POLL_SECONDS)
+    def __init__(self, describe: Callable[[], Dict], print_line: Callable[[str], None]) -> None:
+        self._describe = describe
+        self._print = print_line
+        self._created = time.monotonic()
+        self._last: Optional[tuple] = None
+
+    def poll(self) -> Dict:
+        """Describe the execution once; print it when it changed; return it."""
+        execution = self._describe()
+        details = (execution.get("statusDetails") or {}).get("detailsMap") or {}
+        seen = (execution.get("status"), json.dumps(details, sort_keys=True))
+        if seen != self._last:
+            # A final status's details are printed in full afterwards.
+            text = seen[1] if details and seen[0] not in TERMINAL_STATUSES else ""
+            elapsed = time.monotonic() - self._created
+            self._print(f"  {elapsed:7.2f}s  {seen[0]:<12} {text}".rstrip())
+            self._last = seen
+        return execution
+
+    def wait_terminal(self, deadline: float, keep_going: Callable[[], bool]) -> Optional[Dict]:
+        """Poll until the execution ends; return it, or None when ``deadline`` (monotonic)
+        passes or ``keep_going()`` turns false first."""
+        while True:
+            execution = self.poll()
+            if execution.get("status") in TERMINAL_STATUSES:
+                return execution
+            if time.monotonic() >= deadline or not keep_going():
+                return None
+            time.sleep(POLL_SECONDS)
 
 
 def _instructions(stack: LocalStack, thing: str, example: Dict) -> str:
@@ -239,12 +245,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         apt = demo_setup(base / "apt")
         settings_path = stack.thing(args.thing).settings_path
         configure_thing(settings_path, apt.root, apt.allowed_packages)
+        watcher = _create_demo_job(stack, args.thing, apt.example_document) if args.demo else None
         log_file = base / "agent.log" if args.demo else None
         agent = AgentProcess(settings_path, notify.path, log_file)
         where = f", log {log_file}" if log_file else ""
         _print(f"Agent started (pid {agent.process.pid}){where}")
-        if args.demo:
-            return _run_demo(args, stack, apt, agent, stop)
+        if watcher is not None:
+            return _finish_demo(args, apt, agent, watcher, stop)
         _print(_instructions(stack, args.thing, apt.example_document))
         announced = False
         while not stop.wait(0.5):
@@ -267,26 +274,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _print("Local Jobs service stopped.")
 
 
-def _run_demo(
-    args: argparse.Namespace,
-    stack: LocalStack,
-    apt: DemoApt,
-    agent: AgentProcess,
-    stop: threading.Event,
-) -> int:
-    thing = args.thing
+def _create_demo_job(stack: LocalStack, thing: str, document: Dict) -> ExecutionWatcher:
+    """Queue the demo job before the agent runs, so QUEUED is seen, as for an offline device."""
     iot = stack.iot_client()
     job_id = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    document = apt.example_document
     iot.create_job(jobId=job_id, targets=[stack.thing(thing).arn], document=json.dumps(document))
-    _print(f"Created job {job_id} for {thing}: {json.dumps(document)}")
+    _print(f"Created job {job_id} for {thing} (its agent not started yet): {json.dumps(document)}")
     _print("Status transitions (seconds since the job was created):")
-    deadline = time.monotonic() + args.timeout
-    execution = watch_execution(
-        lambda: iot.describe_job_execution(jobId=job_id, thingName=thing)["execution"],
-        _print,
-        deadline,
-        lambda: not stop.is_set() and agent.running(),
+    watcher = ExecutionWatcher(
+        lambda: iot.describe_job_execution(jobId=job_id, thingName=thing)["execution"], _print
+    )
+    watcher.poll()
+    return watcher
+
+
+def _finish_demo(
+    args: argparse.Namespace,
+    apt: DemoApt,
+    agent: AgentProcess,
+    watcher: ExecutionWatcher,
+    stop: threading.Event,
+) -> int:
+    """Watch the demo job to its end; print the outcome; 0 when it SUCCEEDED."""
+    execution = watcher.wait_terminal(
+        time.monotonic() + args.timeout, lambda: not stop.is_set() and agent.running()
     )
     if execution is None:
         if not agent.running():

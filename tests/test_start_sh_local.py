@@ -12,15 +12,9 @@ from pathlib import Path
 from typing import List
 
 import pytest
-from start_sh_fixtures import REPO_ROOT, make_checkout, run_start_sh
+from start_sh_fixtures import make_checkout, run_start_sh
 
-pytestmark = [
-    pytest.mark.timeout(240),
-    pytest.mark.skipif(
-        not (REPO_ROOT / "agent" / "apt" / "handler.py").exists(),
-        reason="the APT_UPDATE handler (agent/apt/handler.py) is not there yet",
-    ),
-]
+pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture
