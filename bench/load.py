@@ -8,6 +8,7 @@ service and its handler ran exactly once. Sizes and timings belong to the caller
 from __future__ import annotations
 
 import collections
+import gc
 import json
 import threading
 import time
@@ -75,6 +76,8 @@ class InProcessAgents:
             stopper.start()
         for stopper in stoppers:
             stopper.join()
+        self.clients.clear()
+        gc.collect()  # free the SDK clients' sockets now (they sit in reference cycles)
 
 
 @dataclass

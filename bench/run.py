@@ -13,6 +13,7 @@ import logging
 import os
 import platform
 import sys
+import threading
 import time
 import traceback
 from typing import List, Optional
@@ -74,7 +75,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 failed.append(measurement.name)
                 continue
             rows.extend(new_rows)
-            print(f"    {measurement.name} took {time.monotonic() - began:.0f} s", file=sys.stderr)
+            print(f"    {measurement.name} took {time.monotonic() - began:.0f} s "
+                  f"(harness now holds {len(os.listdir('/proc/self/fd'))} fds, "
+                  f"{threading.active_count()} threads)", file=sys.stderr)
     finally:
         ctx.close()
     print()
