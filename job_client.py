@@ -418,18 +418,26 @@ class JobClient:
         self._worker_thread.start()
         self._protocol_thread.start()
 
-    def stop(self, grace_seconds: Optional[float] = None) -> None:
+    def stop(self, grace_seconds: Optional[float] = None, *, wait: bool = True) -> None:
         """Take no new job, let the running one finish within ``grace_seconds`` (default: the
         constructor's ``shutdown_grace_seconds``), else report it FAILED; deliver the final
-        status if the service answers in time, disconnect, and return."""
+        status if the service answers in time, and disconnect.
+
+        With ``wait`` (the default) returns once all that is done; else at once (see
+        ``wait_stopped``)."""
         grace = self._grace_seconds if grace_seconds is None else grace_seconds
         self._stop_requested.set()
         self._events.put((_Event.STOP, grace))
+        if wait and not self.wait_stopped(grace + 3 * self._request_timeout + 30):
+            log.error("protocol thread did not stop in time")
+
+    def wait_stopped(self, timeout: Optional[float] = None) -> bool:
+        """Wait up to ``timeout`` seconds for the client to stop; True once it has."""
         thread = self._protocol_thread
         if thread is not None:
-            thread.join(grace + 3 * self._request_timeout + 30)
-            if thread.is_alive():
-                log.error("protocol thread did not stop in time")
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
 
     def is_connected(self) -> bool:
         """True while the MQTT connection is up."""

@@ -17,6 +17,7 @@ import os
 import select
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import IO, Any, Callable, List, Optional, Sequence, Tuple
 
@@ -33,6 +34,7 @@ log = logging.getLogger("jobs_agent")
 HERE = Path(__file__).resolve().parent
 DEFAULT_SETTINGS = HERE / "settings.conf"
 LIVENESS_CHECK_SECONDS = 30.0  # how often, without a systemd watchdog, main checks the client
+STOP_MARGIN_SECONDS = 60.0  # beyond the grace period, for the final status and the disconnect
 
 HandlerSpec = Tuple[Callable[[Any], Any], Any, Callable[..., Any]]
 
@@ -249,7 +251,9 @@ def run_agent(
             settings.connection.endpoint,
             settings.connection.port,
         )
-        return _wait_for_shutdown(client, signals, notifier, agent.watchdog_offline_seconds)
+        return _wait_for_shutdown(
+            client, signals, notifier, agent.watchdog_offline_seconds, agent.shutdown_grace_seconds
+        )
     finally:
         if own_signals:
             signals.restore()
@@ -257,7 +261,11 @@ def run_agent(
 
 
 def _wait_for_shutdown(
-    client: JobClient, signals: ShutdownSignals, notifier: Any, offline_limit: float
+    client: JobClient,
+    signals: ShutdownSignals,
+    notifier: Any,
+    offline_limit: float,
+    grace_seconds: float,
 ) -> int:
     watchdog = notifier.watchdog_interval() if notifier is not None else None
     tick = watchdog / 2 if watchdog else LIVENESS_CHECK_SECONDS
@@ -270,7 +278,16 @@ def _wait_for_shutdown(
     log.info("signal %s received: shutting down", signals.received)
     if notifier is not None:
         notifier.stopping("finishing the running job")
-    client.stop()
+    client.stop(wait=False)
+    # The running job may take the whole grace period: keep the watchdog fed meanwhile, but
+    # not forever (the final status gets one request timeout, the disconnect its own).
+    give_up = time.monotonic() + grace_seconds + STOP_MARGIN_SECONDS
+    while not client.wait_stopped(tick):
+        if time.monotonic() > give_up:
+            log.error("the job client did not stop in time; exiting anyway")
+            return 1
+        if watchdog:
+            notifier.watchdog()
     log.info("agent stopped")
     return 0
 
