@@ -11,6 +11,7 @@ import time
 
 import pytest
 from agent_core_fixtures import (
+    CHILD,
     REPO,
     AgentProcess,
     create_job,
@@ -21,6 +22,7 @@ from agent_core_fixtures import (
     wait_status,
 )
 from resilience_fixtures import set_option
+from systemd_fixtures import NotifySocket
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -277,3 +279,29 @@ def test_check_config_names_a_certificate_that_is_not_valid_now(stack, settings_
     assert result.returncode == 2
     assert f"{settings_path}: [connection] certificate: the certificate" in result.stderr
     assert "expired on" in result.stderr
+
+
+def test_watchdog_is_fed_while_a_job_finishes_after_sigterm(stack, settings_path, tmp_path):
+    notify_socket = NotifySocket()
+    env = dict(os.environ, NOTIFY_SOCKET=notify_socket.path, WATCHDOG_USEC="500000")
+    env.pop("WATCHDOG_PID", None)
+    runs = tmp_path / "runs.txt"
+    command = [sys.executable, str(CHILD), "-c", str(settings_path), "--runs", str(runs)]
+    with open(tmp_path / "agent.log", "wb") as log_file:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log_file, stderr=log_file)
+        try:
+            notify_socket.wait_for("READY=1", timeout=30)
+            create_job(stack, "fed-1", {"jobType": "STUBBORN", "seconds": 1.5})
+            wait_for(runs.exists, what="the handler to start")
+            process.send_signal(signal.SIGTERM)
+            notify_socket.wait_for("STOPPING=1", timeout=10)
+            assert process.wait(20) == 0
+            after = notify_socket.drain()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            notify_socket.close()
+    # The job went on for about 1.5 s after STOPPING=1; pings are due every 0.25 s.
+    assert sum("WATCHDOG=1" in message for message in after) >= 2
+    assert execution(stack, "fed-1")["status"] == "SUCCEEDED"
