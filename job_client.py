@@ -909,7 +909,10 @@ class JobClient:
             execution_number = int(execution["executionNumber"])
             version = int(execution["versionNumber"])
         except (KeyError, TypeError, ValueError):
-            log.error("start-next reply without jobId/executionNumber/versionNumber: %s", payload)
+            log.error(
+                "start-next reply without jobId/executionNumber/versionNumber (keys: %s)",
+                ", ".join(sorted(map(str, execution))),
+            )
             return
         if interrupted is not None and interrupted.key != (job_id, execution_number):
             self._forget_vanished(interrupted)
@@ -983,11 +986,12 @@ class JobClient:
         job.attempt = attempt
         if self._stopping:
             log.info("job %s: claimed while stopping; left for the next start", job.job_id)
-            self._save(
-                self._state.with_current(
-                    JobRecord(job.job_id, job.execution_number, job.version, Phase.CLAIMED)
-                )
-            )
+            current = self._state.current
+            if current is None or current.key != job.key:
+                # Keep a record the journal has (RUNNING stays RUNNING: the next start must
+                # still see the job as interrupted); else note the claim.
+                record = JobRecord(job.job_id, job.execution_number, job.version, Phase.CLAIMED)
+                self._save(self._state.with_current(record))
             self._job = None
             return
         problem = _document_problem(job)

@@ -18,7 +18,7 @@ from local_jobs_fixtures import RawDevice
 from resilience_fixtures import through_proxy
 
 from agent.errors import JobFailed, JobHandedOver, JobRejected
-from agent.journal import JournalState, Phase
+from agent.journal import JobRecord, JournalState, Phase
 from local_jobs.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.timeout(60)
@@ -367,3 +367,20 @@ def test_job_handed_over_while_not_stopping_is_failed(stack, agent_factory):
     done = wait_status(stack, "handover-2")
     assert done["status"] == "FAILED"
     assert done["details"]["errorCode"] == "HANDOVER_REFUSED"
+
+
+def test_interrupted_job_claimed_while_stopping_stays_interrupted(stack, agent_factory):
+    create_job(stack, "late-claim-1", {"jobType": "ONCE"})
+    with FaultProxy(stack.mqtt_port) as proxy:
+        through_proxy(stack, proxy)
+        agent = agent_factory(request_timeout_seconds=8.0)
+        agent.add("ONCE", lambda d, j: {"ran": "again"})  # not safe to re-run
+        interrupted = JobRecord("late-claim-1", 1, 2, Phase.RUNNING, attempt=1)
+        agent.journal.save(JournalState(current=interrupted))
+        agent.start(wait_ready=False)
+        wait_for(lambda: proxy.open_connections > 0, what="the agent to connect")
+        proxy.delay(0.2)  # the claim's reply arrives after the stop request
+        assert agent.client.ready.wait(15)
+        agent.stop(grace_seconds=0)
+    # The next start must still see a job that was running when the agent went away.
+    assert agent.journal.load().current == interrupted
