@@ -88,6 +88,7 @@ class LoadResult:
     statuses: Dict[Tuple[str, str], str]
     handler_runs: Counter[Tuple[str, str]]
     seconds: float
+    latencies: List[float] = field(default_factory=list)
     problems: List[str] = field(default_factory=list)
 
     @property
@@ -142,7 +143,10 @@ def run_load(stack: Any, things: Sequence[str], jobs: int, *, prefix: str,
     expected = [(thing, job) for job in job_ids for thing in things]
     handler = CountingHandler()
 
+    created: Dict[str, float] = {}
+
     def queue(job_id: str) -> None:
+        created[job_id] = time.perf_counter()
         iot.create_job(jobId=job_id, targets=arns, document=NOOP_DOCUMENT)
 
     watcher = JobsObserver(privileged_connection(stack), client_id=f"bench-observer-{prefix}")
@@ -160,7 +164,11 @@ def run_load(stack: Any, things: Sequence[str], jobs: int, *, prefix: str,
             observer.wait_for(lambda: observer.finished_count >= len(expected), timeout,
                               f"{len(expected)} finished executions")
             seconds = time.perf_counter() - started
-    result = LoadResult(expected, service_statuses(iot, expected), handler.runs, seconds)
+    finished = observer.finished(0.0)
+    latencies = [finished[thing][job] - created[job] for thing, job in expected
+                 if job in finished.get(thing, {})]
+    result = LoadResult(expected, service_statuses(iot, expected), handler.runs, seconds,
+                        latencies)
     result.check()
     return result
 
