@@ -40,7 +40,9 @@ ensure_debian_packages() {
     echo "Installing Debian packages: $missing"
     export DEBIAN_FRONTEND=noninteractive
     if [ "$_apt_lists_updated" = 0 ]; then
-        apt-get update -q || return 1
+        # One unreachable or unsigned third-party source makes the whole update fail; the
+        # install below still works when the distribution's own lists were read.
+        apt-get update -q || echo "apt-get update reported errors; trying the install anyway" >&2
         _apt_lists_updated=1
     fi
     # shellcheck disable=SC2086  # $missing is a list of package names
