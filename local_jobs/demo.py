@@ -25,9 +25,11 @@ import time
 from pathlib import Path
 from typing import IO, Callable, Dict, Optional, Sequence
 
-from local_jobs.apt_repo import AptRoot, DemoApt, demo_setup
+from local_jobs.apt_repo import AptRepoError, AptRoot, DemoApt, demo_setup
+from local_jobs.broker import BrokerError
+from local_jobs.certificates import CertificateError
 from local_jobs.processes import child_preexec
-from local_jobs.stack import REPO_ROOT, LocalStack
+from local_jobs.stack import REPO_ROOT, LocalStack, StackError
 
 DEMO_THING = "demo-thing"
 TERMINAL_STATUSES = frozenset(
@@ -54,7 +56,6 @@ class NotifyListener:
         self._socket.bind(self.path)
         self._socket.settimeout(0.5)
         self.ready = threading.Event()
-        self.status: Optional[str] = None
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._receive, name="demo-notify", daemon=True)
         self._thread.start()
@@ -67,11 +68,8 @@ class NotifyListener:
                 continue
             except OSError:
                 return
-            for line in data.decode(errors="replace").splitlines():
-                if line == "READY=1":
-                    self.ready.set()
-                elif line.startswith("STATUS="):
-                    self.status = line[len("STATUS=") :]
+            if "READY=1" in data.decode(errors="replace").splitlines():
+                self.ready.set()
 
     def close(self) -> None:
         self._closed.set()
@@ -262,7 +260,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 _print(f"The agent exited with status {agent.process.returncode}.")
                 return agent.process.returncode or 1
         return 0
-    except DemoError as error:
+    except (DemoError, StackError, BrokerError, CertificateError, AptRepoError, OSError) as error:
         _print(f"start.sh --local: {error}")
         return 2
     finally:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from start_sh_fixtures import REPO_ROOT
 
-EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.json"))
+EXAMPLES = sorted((REPO_ROOT / "examples").glob("apt-*.json"))
 # The packages of the local demo (local_jobs/apt_repo.py), which the examples name.
 DEMO_ALLOWED = ("cowsay", "cowsay-data", "hello-iot")
 
