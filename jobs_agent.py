@@ -25,6 +25,7 @@ from agent.apt.handler import AptUpdateHandler
 from agent.apt.settings import load_apt_settings
 from agent.errors import SettingsError
 from agent.journal import Journal
+from agent.managed import managed_handlers
 from agent.settings import LOG_LEVELS, Settings, load_settings
 from agent.tls import certificate_problem
 from job_client import JobClient
@@ -46,7 +47,8 @@ def get_job_type(document: Any) -> Any:
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="jobs_agent.py", description="AWS IoT Jobs device agent (APT_UPDATE jobs)."
+        prog="jobs_agent.py",
+        description="AWS IoT Jobs device agent (APT_UPDATE jobs, AWS managed job templates).",
     )
     parser.add_argument(
         "-c",
@@ -82,9 +84,15 @@ def configure_logging(level: str) -> None:
 
 
 def default_handlers(settings: Settings) -> List[HandlerSpec]:
-    """The handlers this agent runs: APT_UPDATE. Raises SettingsError for a bad ``[apt]``."""
+    """The handlers this agent runs: APT_UPDATE, then the AWS managed job templates.
+
+    Raises SettingsError for a bad ``[apt]``, ``[managed]``, ``[services]``, ``[reboot]``,
+    ``[download]`` or ``[run_command]`` section.
+    """
     apt_settings = load_apt_settings(settings)
-    return [(get_job_type, "APT_UPDATE", AptUpdateHandler(apt_settings))]
+    handlers: List[HandlerSpec] = [(get_job_type, "APT_UPDATE", AptUpdateHandler(apt_settings))]
+    handlers.extend(managed_handlers(settings))
+    return handlers
 
 
 def _missing_settings_hint(path: Path) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,8 @@ from managed_fixtures import make_standin
 from agent.errors import SettingsError
 from agent.managed.settings import load_managed_settings
 from agent.settings import load_settings
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -93,3 +97,30 @@ def test_bad_value_names_the_section_and_key(settings_file, text, message):
         load(settings_file(text))
     assert message in str(raised.value)
     assert "settings.conf" in str(raised.value)
+
+
+# wired into jobs_agent.py
+
+
+def test_the_agent_registers_the_managed_handler_after_apt_update(settings_file):
+    import jobs_agent
+
+    handlers = jobs_agent.default_handlers(load_settings(settings_file()))
+    assert [(f.__name__, value) for f, value, _ in handlers] == [
+        ("get_job_type", "APT_UPDATE"),
+        ("get_document_kind", "managed-template"),
+    ]
+
+
+def test_check_config_names_a_bad_managed_setting_and_exits_2(settings_file):
+    path = settings_file("[reboot]\nenabled = perhaps\n")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "jobs_agent.py"), "--check-config", "-c", str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"{path}: [reboot] enabled: expected yes or no" in result.stderr
