@@ -10,10 +10,11 @@ import pwd
 import pytest
 from managed_fixtures import FileServer, document, make_handler, make_job
 
-from agent.errors import JobFailed, JobRejected
+from agent.errors import JobFailed, JobHandedOver, JobRejected
 from agent.managed.document import mask_url
 from agent.managed.download import resolve_target
 from agent.managed.settings import DownloadSettings
+from job_client import JobContext
 from local_jobs.certificates import ensure_certificates
 
 BODY = os.urandom(300_000)
@@ -112,6 +113,47 @@ def test_redelivery_with_a_fresh_presigned_url_resumes_the_same_partial_file(
     handler_for(tmp_path, certs, downloads)(second, make_job(attempt=2))
     assert (downloads / "f.bin").read_bytes() == BODY
     assert server.requests == [("/f.bin?X-Amz-Signature=two", "bytes=120000-")]
+
+
+class StoppedMidDownload(JobContext):
+    """A JobContext told to stop (``reason``) once the download reports its first bytes."""
+
+    def __init__(self, reason):
+        super().__init__("job-1", 1, 1, lambda: None)
+        self._reason = reason
+
+    def report_progress(self, details):
+        super().report_progress(details)
+        if "downloaded" in details:
+            self._request_stop(self._reason)
+
+
+def stopping_job(reason):
+    return StoppedMidDownload(reason)
+
+
+def test_download_stopped_by_the_agent_shutdown_is_handed_over_and_resumed(
+    tmp_path, certs, server, downloads
+):
+    doc = download_doc(server.url("/f.bin"), "f.bin")
+    with pytest.raises(JobHandedOver):
+        handler_for(tmp_path, certs, downloads)(doc, stopping_job("agent shutting down"))
+    got = (downloads / ".f.bin.part").stat().st_size
+    assert 0 < got < len(BODY)
+    assert not (downloads / "f.bin").exists()
+    handler_for(tmp_path, certs, downloads)(doc, make_job(attempt=2))
+    assert (downloads / "f.bin").read_bytes() == BODY
+    assert [byte_range for _, byte_range in server.requests] == [None, f"bytes={got}-"]
+
+
+def test_download_of_a_canceled_job_fails_and_leaves_no_partial_file(
+    tmp_path, certs, server, downloads
+):
+    doc = download_doc(server.url("/f.bin"), "f.bin")
+    with pytest.raises(JobFailed) as raised:
+        handler_for(tmp_path, certs, downloads)(doc, stopping_job("canceled at the service"))
+    assert raised.value.code == "STOPPED"
+    assert sorted(path.name for path in downloads.iterdir()) == []
 
 
 def test_partial_file_of_another_url_is_not_resumed(tmp_path, certs, server, downloads):

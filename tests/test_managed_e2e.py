@@ -216,11 +216,6 @@ def test_reboot_template_is_judged_by_the_boot_id_after_the_restart(
         assert found["details"]["errorCode"] == "NOT_REBOOTED"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the job client to hand a job over to its next start "
-    "(agent.errors.JobHandedOver); until then a SIGTERM during the reboot reports FAILED",
-)
 def test_reboot_that_stops_the_agent_with_sigterm_succeeds_after_the_restart(
     stack, reboot_setup, bin_dir
 ):
@@ -238,3 +233,5 @@ def test_reboot_that_stops_the_agent_with_sigterm_succeeds_after_the_restart(
     start()
     found = wait_status(stack, "reboot-2", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=20)
     assert found["status"] == "SUCCEEDED", found
+    assert found["details"]["bootId"] == "boot-2"
+    assert standin_calls(reboot) == [[]]  # asked once; the next start only compared boot ids

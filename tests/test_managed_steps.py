@@ -11,7 +11,7 @@ import pytest
 from agent_core_fixtures import wait_for
 from managed_fixtures import document, make_handler, make_job, make_standin, standin_calls
 
-from agent.errors import JobFailed, JobRejected
+from agent.errors import JobFailed, JobHandedOver, JobRejected
 from agent.managed.settings import RebootSettings, RunCommandSettings, ServicesSettings
 from agent.managed.steps import StepProgress
 
@@ -103,6 +103,29 @@ def test_restarting_the_agents_own_service_is_queued_last_and_succeeds(tmp_path,
     assert "queued" in details["steps0"]
 
 
+def test_restart_of_the_agent_that_stops_it_before_systemctl_returns_is_handed_over(tmp_path):
+    # systemd may stop the agent (and the systemctl it runs) before systemctl returns: the
+    # restarted agent finishes the job instead of reporting it FAILED now.
+    started = tmp_path / "started"
+    blocking = tmp_path / "bin" / "systemctl"
+    blocking.parent.mkdir()
+    blocking.write_text(
+        f"#!{PY}\nimport pathlib, time\npathlib.Path({str(started)!r}).touch()\ntime.sleep(30)\n"
+    )
+    blocking.chmod(0o755)
+    state = tmp_path / "state"
+    handler = make_handler(state, services=services(blocking, "*"))
+    doc = document("AWS-Restart-Application", services="iot-jobs-agent")
+    job = make_job()
+    thread, outcome = run_in_thread(handler, doc, job)
+    wait_for(started.exists, what="systemctl")
+    job._request_stop("agent shutting down")
+    thread.join(15)
+    assert [type(error) for error in outcome] == [JobHandedOver]
+    details = handler(doc, make_job(attempt=2))
+    assert "restarted" in details["steps0"]
+
+
 def test_restart_of_the_agent_interrupted_before_reporting_is_not_repeated(tmp_path):
     # The restart killed the agent before it recorded the result: the new agent resumes the
     # job (attempt 2) and must not restart itself again (the device client looped here).
@@ -136,24 +159,90 @@ def test_reboot_disabled_by_default_is_rejected(tmp_path):
         make_handler(tmp_path / "state")(document("AWS-Reboot"), make_job())
 
 
+def run_in_thread(handler, doc, job):
+    """Call ``handler(doc, job)`` in a thread; ``outcome`` gets the exception it raised."""
+    outcome = []
+
+    def call():
+        try:
+            handler(doc, job)
+        except Exception as error:  # the outcome under test
+            outcome.append(error)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    return thread, outcome
+
+
+def saved_progress(state):
+    return json.loads((state / "managed" / "job-1.json").read_text())
+
+
 def test_reboot_records_the_boot_id_then_runs_the_command(tmp_path):
+    # The reboot stops the agent (SIGTERM): the job is handed over to the next start, which
+    # judges it by the saved boot id; nothing is reported now.
     settings = reboot_settings(tmp_path, wait_seconds=30)
     handler = make_handler(tmp_path / "state", reboot=settings)
     job = make_job()
-    outcome = []
-    thread = threading.Thread(
-        target=lambda: outcome.append(
-            pytest.raises(JobFailed, handler, document("AWS-Reboot"), job)
-        )
-    )
-    thread.start()
+    thread, outcome = run_in_thread(handler, document("AWS-Reboot"), job)
     wait_for(lambda: standin_calls(tmp_path / "bin" / "reboot"), what="the reboot command")
-    saved = json.loads((tmp_path / "state" / "managed" / "job-1.json").read_text())
-    assert saved["current"] == "steps[0]"
-    assert saved["data"]["steps[0]"] == {"bootId": "boot-1"}
+    assert saved_progress(tmp_path / "state")["data"]["steps[0]"] == {"bootId": "boot-1"}
     job._request_stop("agent shutting down")  # what the reboot does to the agent
     thread.join(10)
-    assert outcome and outcome[0].value.code == "STOPPED"
+    assert [type(error) for error in outcome] == [JobHandedOver]
+    saved = saved_progress(tmp_path / "state")
+    assert saved["current"] == "steps[0]"
+    assert saved["data"]["steps[0]"] == {"bootId": "boot-1"}
+
+
+def test_reboot_of_a_job_canceled_while_waiting_fails_with_stopped(tmp_path):
+    handler = make_handler(tmp_path / "state", reboot=reboot_settings(tmp_path, wait_seconds=30))
+    job = make_job()
+    thread, outcome = run_in_thread(handler, document("AWS-Reboot"), job)
+    wait_for(lambda: standin_calls(tmp_path / "bin" / "reboot"), what="the reboot command")
+    job._request_stop("the service canceled the job")
+    thread.join(10)
+    assert [type(error) for error in outcome] == [JobFailed]
+    assert outcome[0].code == "STOPPED"
+
+
+@pytest.mark.parametrize(
+    "reason, raised", [("agent shutting down", JobHandedOver), ("canceled", JobFailed)]
+)
+def test_reboot_is_not_asked_for_when_the_job_is_already_stopping(tmp_path, reason, raised):
+    handler = make_handler(tmp_path / "state", reboot=reboot_settings(tmp_path))
+    job = make_job()
+    job._request_stop(reason)
+    with pytest.raises(raised):
+        handler(document("AWS-Reboot"), job)
+    assert standin_calls(tmp_path / "bin" / "reboot") == []
+
+
+def test_reboot_command_ended_by_the_shutdown_hands_the_job_over_with_the_boot_id(tmp_path):
+    # `reboot` may still run when the shutdown it started terminates it (and the agent).
+    settings = reboot_settings(tmp_path)
+    started, go = tmp_path / "started", tmp_path / "go"
+    killed_by_shutdown = (
+        "import os, pathlib, signal, time\n"
+        f"pathlib.Path({str(started)!r}).touch()\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.02)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+    )
+    settings = RebootSettings(
+        enabled=True,
+        command=(PY, "-c", killed_by_shutdown),
+        boot_id_file=settings.boot_id_file,
+        wait_seconds=0.2,
+    )
+    handler = make_handler(tmp_path / "state", reboot=settings)
+    job = make_job()
+    thread, outcome = run_in_thread(handler, document("AWS-Reboot"), job)
+    wait_for(started.exists, what="the reboot command")
+    job._request_stop("agent shutting down")
+    go.touch()
+    thread.join(10)
+    assert [type(error) for error in outcome] == [JobHandedOver]
+    assert saved_progress(tmp_path / "state")["data"]["steps[0]"] == {"bootId": "boot-1"}
 
 
 def test_reboot_without_a_reboot_fails_once_the_wait_is_over(tmp_path):

@@ -11,7 +11,9 @@ Network errors and 5xx answers are retried ``[download] retries`` times, resumin
 already on disk with a ``Range`` request. A presigned URL is new on every delivery of a job,
 so the partial file remembers the URL without its query string (and the job id): a job handed
 the same object with a fresh signature after an agent restart resumes the same partial file.
-The full URL, signature included, is never logged.
+The full URL, signature included, is never logged. A download the agent's shutdown
+interrupts keeps its partial file and hands the job over (JobHandedOver): the next start resumes
+it; a download of a job the service canceled is deleted and fails.
 """
 
 from __future__ import annotations
@@ -268,6 +270,8 @@ def _download(
     deadline = time.monotonic() + run.timeout
     last_error = ""
     for attempt in range(1, attempts + 1):
+        if run.job.should_stop():
+            stop_step(run, "download stopped")
         offset = part.stat().st_size if (resume and part.exists()) else 0
         if offset == 0:
             part.write_bytes(b"")

@@ -6,6 +6,10 @@ When the agent runs again after the reboot, the job is resumed and the same step
 ids: changed means the device rebooted (SUCCEEDED); unchanged means the agent restarted without
 a reboot (FAILED). Comparing ids, not boot times, avoids the clock trouble that made the device
 client report every reboot FAILED (gh:awslabs/aws-iot-device-client#338).
+
+An orderly reboot stops the agent (SIGTERM) before the device goes down. The step then raises
+JobHandedOver: the job client reports nothing, and the agent's next start resumes the step,
+which judges the reboot by the boot id. A job the service canceled never reboots and fails.
 """
 
 from __future__ import annotations
@@ -17,7 +21,14 @@ from agent.errors import JobFailed, JobRejected
 from agent.managed.document import Step
 from agent.managed.process import run_process
 from agent.managed.settings import RebootSettings
-from agent.managed.steps import NOT_ALLOWED, Action, StepOutcome, StepRun, stop_step
+from agent.managed.steps import (
+    NOT_ALLOWED,
+    Action,
+    StepOutcome,
+    StepRun,
+    agent_stopping,
+    stop_step,
+)
 
 COMMAND_TIMEOUT_SECONDS = 60.0
 
@@ -59,6 +70,10 @@ class RebootAction(Action):
                 f"the agent restarted but the device did not reboot (boot id still {current})",
                 "NOT_REBOOTED",
             )
+        if run.job.should_stop():
+            # Nothing asked for yet: a stopping agent hands the whole step to its next start;
+            # a canceled job never reboots the device.
+            stop_step(run, "the agent is stopping before the reboot was asked for")
         run.save({"bootId": current})
         command = list(settings.command)
         run.job.log.info("rebooting: %s (boot id %s)", " ".join(command), current)
@@ -68,6 +83,10 @@ class RebootAction(Action):
             run.save({})
             raise JobFailed(f"cannot run {command[0]}: {error}", "REBOOT_FAILED") from None
         if not result.ok:
+            if agent_stopping(run):
+                # The shutdown the command started may have ended the command too: keep the
+                # boot id, so the next start judges the reboot by it.
+                stop_step(run, f"the agent stopped while {command[0]} ran ({result.describe()})")
             run.save({})
             raise JobFailed(
                 f"{' '.join(command)}: {result.describe()}",

@@ -19,7 +19,14 @@ from agent.errors import JobFailed, JobRejected
 from agent.managed.document import RESTART, START, STOP, Step, words_of
 from agent.managed.process import run_process
 from agent.managed.settings import ServicesSettings
-from agent.managed.steps import NOT_ALLOWED, Action, StepOutcome, StepRun
+from agent.managed.steps import (
+    NOT_ALLOWED,
+    Action,
+    StepOutcome,
+    StepRun,
+    agent_stopping,
+    stop_step,
+)
 
 VERBS = {START: "start", STOP: "stop", RESTART: "restart"}
 UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\@-]{1,256}")
@@ -127,7 +134,14 @@ class ServiceAction(Action):
         summary = f"{self.verb} {' '.join(others)}: done" if others else ""
         if own:
             run.save({"agentRestartQueued": True})
-            self._systemctl(run, [self.verb, "--no-block", "--", agent_unit])
+            try:
+                self._systemctl(run, [self.verb, "--no-block", "--", agent_unit])
+            except JobFailed:
+                if agent_stopping(run):
+                    # The restart began before systemctl returned: the next start (the
+                    # restarted agent) finds agentRestartQueued and reports SUCCEEDED.
+                    stop_step(run, f"{agent_unit} is restarting")
+                raise
             own_text = f"{self.verb} of {agent_unit} (this agent) queued"
             summary = f"{summary}; {own_text}" if summary else own_text
         return StepOutcome(summary)

@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Tuple
 
-from agent import errors
-from agent.errors import JobError, JobFailed, JobRejected
+from agent.errors import JobError, JobFailed, JobHandedOver, JobRejected
 from agent.managed.document import (
     DEFAULT_PATHS,
     HANDLER_ACTIONS,
@@ -40,11 +39,6 @@ NOT_SUPPORTED = "NOT_SUPPORTED"
 NOT_ALLOWED = "NOT_ALLOWED"
 STATE_FOLDER = "managed"
 SHUTDOWN_REASON = "agent shutting down"  # JobContext.stop_reason when the agent stops
-
-
-def _hand_over_error() -> Optional[type]:
-    """The job client's "continue this job after the restart" exception, when it has one."""
-    return getattr(errors, "JobHandedOver", None)
 
 
 @dataclass
@@ -78,17 +72,21 @@ class StepRun:
         self._progress.save()
 
 
+def agent_stopping(run: StepRun) -> bool:
+    """True once the agent is shutting down (not when the service canceled the job)."""
+    return run.job.should_stop() and run.job.stop_reason == SHUTDOWN_REASON
+
+
 def stop_step(run: StepRun, what: str) -> NoReturn:
     """End a step because its job should stop.
 
-    When the agent is shutting down and the job client can hand a job over to its next start
-    (``agent.errors.JobHandedOver``), the step goes on after the restart with its saved data;
-    otherwise it fails with errorCode STOPPED.
+    When the agent is shutting down, raises JobHandedOver: the job client reports nothing and
+    the step goes on after the restart with the data it saved. Otherwise (the service canceled
+    the job or it timed out there) raises JobFailed with errorCode STOPPED.
     """
+    if agent_stopping(run):
+        raise JobHandedOver(f"{run.step.label}: {what}; it goes on when the agent runs again")
     reason = run.job.stop_reason
-    handed_over = _hand_over_error()
-    if handed_over is not None and reason == SHUTDOWN_REASON:
-        raise handed_over(f"{run.step.label}: {what}; it goes on when the agent runs again")
     raise JobFailed(f"{what} ({reason or 'stopped'})", "STOPPED")
 
 
@@ -265,11 +263,10 @@ class ManagedJobHandler:
             job.log.info("%s: starting", step.label)
             try:
                 outcome = run(StepRun(job, step, self._step_timeout, progress))
+            except JobHandedOver:
+                job.log.info("%s: continues after the agent restarts", step.label)
+                raise
             except JobError as error:
-                handed_over = _hand_over_error()
-                if handed_over is not None and isinstance(error, handed_over):
-                    job.log.info("%s: continues after the agent restarts", step.label)
-                    raise
                 if isinstance(error, JobRejected):
                     progress.remove()
                     raise
