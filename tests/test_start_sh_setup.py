@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
-from typing import Optional
 
 import pytest
 from start_sh_fixtures import REPO_ROOT
@@ -16,14 +16,13 @@ SETUP = REPO_ROOT / "scripts" / "setup.sh"
 pytestmark = pytest.mark.timeout(120)
 
 
-def setup_sh(script: str, *, as_nobody: bool = False, cwd: Optional[Path] = None):
+def setup_sh(script: str, *, as_nobody: bool = False, setup: os.PathLike = SETUP):
     """Run ``script`` in bash after sourcing scripts/setup.sh; output captured as text."""
-    command = ["bash", "-c", f'. "{SETUP}"; {script}']
+    command = ["bash", "-c", f'. "{setup}"; {script}']
     if as_nobody:
         command = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *command]
     return subprocess.run(
         command,
-        cwd=str(cwd) if cwd else None,
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -47,7 +46,16 @@ def test_installed_packages_need_no_install():
     reason="needs root and setpriv to run the check as another user",
 )
 def test_missing_packages_as_non_root_print_the_apt_command_and_exit_2():
-    result = setup_sh("ensure_debian_packages dpkg no-such-package-xyz", as_nobody=True)
+    # The checkout may sit below a folder only root can enter (/root): give nobody a copy.
+    folder = tempfile.mkdtemp(prefix="setup-sh-")
+    try:
+        os.chmod(folder, 0o755)
+        copy = shutil.copy(SETUP, folder)
+        result = setup_sh(
+            "ensure_debian_packages dpkg no-such-package-xyz", as_nobody=True, setup=copy
+        )
+    finally:
+        shutil.rmtree(folder)
     assert result.returncode == 2
     assert (
         "sudo apt-get update && sudo apt-get install -y --no-install-recommends "
