@@ -26,6 +26,7 @@ from bench.sdk import Connection
 from bench.service_bench import run_device_loops
 from bench.stats import median
 
+IDLE_GAP_SECONDS = 0.2  # each no-op job finds the agent idle, not finishing the last one
 SETTLE_SECONDS = 3.0  # after start-up, before an idle window: imports and TLS are not idling
 
 
@@ -93,6 +94,7 @@ def turnaround_rows(ctx: BenchContext) -> List[Row]:
                 claims, creates = [], []
                 for index in range(per_run):
                     job_id = f"noop-{run}-{index}"
+                    time.sleep(IDLE_GAP_SECONDS)
                     created, finished = run_noop_job(iot, observer, arn, thing, job_id)
                     claims.append(finished - observer.first_claim(thing, created, job_id))
                     creates.append(finished - created)

@@ -141,14 +141,22 @@ class JobsObserver:
         return sorted({key for key in keys if keys.count(key) > 1})
 
     def first_claim(self, thing: str, since: float, job_id: Optional[str] = None) -> float:
-        """When ``thing`` first asked to start a job after ``since`` (start-next or IN_PROGRESS)."""
+        """When ``thing`` sent the request that claimed ``job_id`` (any job if None), after
+        ``since``: the start-next whose accepted reply handed that job out, or an update of
+        that job to IN_PROGRESS. A start-next answered with no job (the agent asking for more
+        work) is not a claim. LookupError if none was seen."""
+        asked_at: Optional[float] = None
         for item in self.seen(since):
             if item.thing != thing:
                 continue
-            if item.suffix == "start-next":
-                return item.at
             target, _, action = item.suffix.partition("/")
-            if (action == "update" and item.payload.get("status") == "IN_PROGRESS"
+            if item.suffix == "start-next":
+                asked_at = item.at
+            elif item.suffix == "start-next/accepted" and asked_at is not None:
+                execution = item.payload.get("execution")
+                if isinstance(execution, dict) and job_id in (None, execution.get("jobId")):
+                    return asked_at
+            elif (action == "update" and item.payload.get("status") == "IN_PROGRESS"
                     and job_id in (None, target)):
                 return item.at
-        raise LookupError(f"no claim by {thing} seen since {since}")
+        raise LookupError(f"no claim of {job_id or 'a job'} by {thing} seen since {since}")
