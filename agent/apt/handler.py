@@ -1,5 +1,8 @@
 """The APT_UPDATE handler: check the document, run the worker process, report its outcome.
 
+``AptUpdateHandler.remove`` runs the worker's removal for the managed Remove-Application
+action; an APT_UPDATE document can only ever install.
+
 The agent process never imports python-apt: each job runs ``python -m agent.apt.worker`` in
 its own session (so no fork happens in the threaded agent, the apt cache is gone when the job
 ends, and a timeout can stop dpkg and its scripts together). The checked request goes to the
@@ -20,10 +23,10 @@ import time
 from pathlib import Path
 from typing import IO, Any, Deque, Dict, List, Mapping, Optional, Sequence
 
-from agent.apt.document import AptRequest, parse_document
-from agent.apt.protocol import CANCELED, TIMEOUT, WORKER_FAILED, WorkerConfig
+from agent.apt.document import INVALID_DOCUMENT, AptRequest, check_allowed, parse_document
+from agent.apt.protocol import CANCELED, INSTALL, REMOVE, TIMEOUT, WORKER_FAILED, WorkerConfig
 from agent.apt.settings import AptSettings
-from agent.errors import JobFailed
+from agent.errors import JobFailed, JobRejected
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WORKER_MODULE = "agent.apt.worker"
@@ -55,6 +58,33 @@ class AptUpdateHandler:
         job.log.info(
             "APT_UPDATE %s%s", describe(request), " (dry run)" if request.dry_run else ""
         )
+        details = self._run_worker(request, job, INSTALL)
+        job.log.info("APT_UPDATE done: %s", details.get("result"))
+        return details
+
+    def remove(self, request: AptRequest, job: Any) -> Dict[str, str]:
+        """Remove the request's packages (names only): Remove-Application, not APT_UPDATE.
+
+        Each name must match ``[apt] allowed_packages``. Returns statusDetails (per package
+        ``result``: ``removed``, ``not-installed`` or ``dry-run``). Raises JobRejected
+        (NOT_ALLOWED, or INVALID_DOCUMENT for a pinned version), JobFailed for a removal the
+        worker refused or that failed (ESSENTIAL, REMOVALS, OTHER_CHANGES, HELD, REMOVE_FAILED,
+        LOCK_TIMEOUT...).
+        """
+        check_allowed(request, self.settings.allowed_packages)
+        pinned = [package.name for package in request.packages if package.version]
+        if pinned:
+            raise JobRejected(
+                f"a removal names packages without versions, got a version for "
+                f"{', '.join(pinned)}",
+                INVALID_DOCUMENT,
+            )
+        job.log.info("remove %s%s", describe(request), " (dry run)" if request.dry_run else "")
+        details = self._run_worker(request, job, REMOVE)
+        job.log.info("remove done: %s", details.get("result"))
+        return details
+
+    def _run_worker(self, request: AptRequest, job: Any, operation: str) -> Dict[str, str]:
         config = WorkerConfig(
             request=request,
             job_id=str(job.job_id),
@@ -62,6 +92,7 @@ class AptUpdateHandler:
             lock_timeout_seconds=self.settings.lock_timeout_seconds,
             lists_max_age_minutes=self.settings.lists_max_age_minutes,
             min_free_space_mb=self.settings.min_free_space_mb,
+            operation=operation,
         )
         message = _WorkerRun(self._command, config, job, self.settings).run()
         if not message.get("ok"):
@@ -70,9 +101,7 @@ class AptUpdateHandler:
                 str(message.get("errorCode") or WORKER_FAILED),
                 failure_details(request, message),
             )
-        details = status_details(message.get("result") or {})
-        job.log.info("APT_UPDATE done: %s", details.get("result"))
-        return details
+        return status_details(message.get("result") or {})
 
 
 class _WorkerRun:

@@ -64,8 +64,9 @@ class InstallReporter(apt.progress.base.InstallProgress):
     dpkg's) to ``log_fd``, so nothing can prompt and nothing reaches the protocol stream.
     """
 
-    def __init__(self, emit: Emit, log_fd: int) -> None:
+    def __init__(self, emit: Emit, log_fd: int, phase: str = "installing") -> None:
         super().__init__()
+        self.phase = phase
         self.errors: List[str] = []
         self.conffiles: List[str] = []
         self._emit = emit
@@ -86,7 +87,7 @@ class InstallReporter(apt.progress.base.InstallProgress):
         if whole == self._last_percent:
             return
         self._last_percent = whole
-        details = {"phase": "installing", "percent": str(whole), "step": status}
+        details = {"phase": self.phase, "percent": str(whole), "step": status}
         self._emit(details, False)
 
     def error(self, pkg: str, errormsg: str) -> None:
@@ -96,7 +97,7 @@ class InstallReporter(apt.progress.base.InstallProgress):
         self.conffiles.append(current)
 
     def finish_update(self) -> None:
-        self._emit({"phase": "installing", "percent": "100"}, True)
+        self._emit({"phase": self.phase, "percent": "100"}, True)
 
 
 class Throttle:

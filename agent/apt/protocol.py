@@ -1,6 +1,8 @@
 """What passes between the APT handler and its worker process (pure: no I/O, no apt import).
 
-The handler writes ``WorkerConfig.to_json()`` as one JSON object on the worker's stdin; the
+The worker does one of two operations: ``install`` (an APT_UPDATE job) or ``remove`` (asked
+only by the managed Remove-Application action; no APT_UPDATE document can ask for it). The
+handler writes ``WorkerConfig.to_json()`` as one JSON object on the worker's stdin; the
 worker answers with JSON lines on stdout: ``{"event": "progress", "details": {...}}`` events,
 then one ``{"event": "result", "ok": true, "result": {...}}`` or ``{"event": "result",
 "ok": false, "errorCode": ..., "reason": ..., "details": {...}, "result": {...}}``.
@@ -22,6 +24,9 @@ VERSION_NOT_FOUND = "VERSION_NOT_FOUND"
 HELD = "HELD"
 DOWNGRADE = "DOWNGRADE"
 REMOVALS = "REMOVALS"
+ESSENTIAL = "ESSENTIAL"
+OTHER_CHANGES = "OTHER_CHANGES"
+REMOVE_FAILED = "REMOVE_FAILED"
 LOCK_TIMEOUT = "LOCK_TIMEOUT"
 DOWNLOAD_FAILED = "DOWNLOAD_FAILED"
 NO_SPACE = "NO_SPACE"
@@ -32,6 +37,9 @@ CANCELED = "CANCELED"
 TIMEOUT = "TIMEOUT"
 WORKER_FAILED = "WORKER_FAILED"
 
+INSTALL = "install"
+REMOVE = "remove"
+OPERATIONS = (INSTALL, REMOVE)
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,7 @@ class WorkerConfig:
     lock_timeout_seconds: float
     lists_max_age_minutes: float
     min_free_space_mb: int
+    operation: str = INSTALL
 
     def to_json(self) -> Dict[str, Any]:
         """The JSON object the handler writes to the worker's stdin."""
@@ -54,6 +63,7 @@ class WorkerConfig:
             "lockTimeoutSeconds": self.lock_timeout_seconds,
             "listsMaxAgeMinutes": self.lists_max_age_minutes,
             "minFreeSpaceMb": self.min_free_space_mb,
+            "operation": self.operation,
         }
 
     @classmethod
@@ -66,6 +76,11 @@ class WorkerConfig:
         root_dir = data.get("rootDir")
         if root_dir is not None and not (isinstance(root_dir, str) and os.path.isabs(root_dir)):
             raise ValueError(f"rootDir must be an absolute path, got {root_dir!r}")
+        operation = data.get("operation", INSTALL)
+        if operation not in OPERATIONS:
+            raise ValueError(f"operation must be one of {', '.join(OPERATIONS)}, got {operation!r}")
+        if operation == REMOVE and any(package.version for package in request.packages):
+            raise ValueError("a removal names packages without versions")
         return cls(
             request=request,
             job_id=re.sub(r"[^A-Za-z0-9_.:-]", "_", str(data.get("jobId", "")))[:64],
@@ -73,6 +88,7 @@ class WorkerConfig:
             lock_timeout_seconds=float(data["lockTimeoutSeconds"]),
             lists_max_age_minutes=float(data["listsMaxAgeMinutes"]),
             min_free_space_mb=int(data["minFreeSpaceMb"]),
+            operation=operation,
         )
 
 

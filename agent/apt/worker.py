@@ -1,4 +1,5 @@
-"""``python -m agent.apt.worker``: one APT_UPDATE transaction in a fresh single-threaded process.
+"""``python -m agent.apt.worker``: one apt transaction in a fresh single-threaded process: an
+APT_UPDATE install (``Transaction``) or a Remove-Application removal (``Removal``).
 
 Protocol: the request is one JSON object on stdin (see ``WorkerConfig.from_json``); progress
 events and then exactly one result go to stdout as JSON lines::
@@ -41,12 +42,16 @@ from agent.apt.protocol import (
     CANCELED,
     DOWNGRADE,
     DOWNLOAD_FAILED,
+    ESSENTIAL,
     HELD,
     INSTALL_FAILED,
     LOCK_TIMEOUT,
     NO_SPACE,
     NOT_FOUND,
+    OTHER_CHANGES,
     REMOVALS,
+    REMOVE,
+    REMOVE_FAILED,
     UNTRUSTED,
     VERSION_NOT_FOUND,
     WorkerConfig,
@@ -107,6 +112,9 @@ class Transaction:
     ``emit(details, force)`` sends a progress event; ``stopping()`` says a stop was asked for.
     """
 
+    audit_name = "APT_UPDATE"  # how apt's history.log names the job
+    hold_advice = "set allowHeldChange to change it"
+
     def __init__(
         self,
         config: WorkerConfig,
@@ -139,30 +147,34 @@ class Transaction:
             self.lock_dpkg()
         try:
             self.repair_dpkg()
-            self.refresh_lists()
-            self.resolve()
-            if self._unresolved and self.request.refresh_lists is None:
-                # Lists young enough by age can still predate a just-published package.
-                self.refresh_lists(force=True)
-                self.resolve()
-            self.raise_missing_targets()
-            self.mark()
-            self.check_plan()
-            self.check_space()
-            if self.request.dry_run:
-                return self.result()
-            if not self._changes():
-                self.verify()
-                return self.result()
-            self.check_stop("before downloading")
-            downloaded = self.download()
-            self.check_stop("before installing (nothing was installed)")
-            self.install()
-            self.verify()
-            self.remove_archives(downloaded)
-            return self.result()
+            return self.carry_out()
         finally:
             self.unlock_dpkg()
+
+    def carry_out(self) -> Dict[str, Any]:
+        """The steps after locking and repairing dpkg: resolve, check, download, install."""
+        self.refresh_lists()
+        self.resolve()
+        if self._unresolved and self.request.refresh_lists is None:
+            # Lists young enough by age can still predate a just-published package.
+            self.refresh_lists(force=True)
+            self.resolve()
+        self.raise_missing_targets()
+        self.mark()
+        self.check_plan()
+        self.check_space()
+        if self.request.dry_run:
+            return self.result()
+        if not self._changes():
+            self.verify()
+            return self.result()
+        self.check_stop("before downloading")
+        downloaded = self.download()
+        self.check_stop("before installing (nothing was installed)")
+        self.install()
+        self.verify()
+        self.remove_archives(downloaded)
+        return self.result()
 
     def configure_apt(self) -> None:
         """Non-interactive, unauthenticated never allowed, audit line in apt's history.log."""
@@ -177,7 +189,9 @@ class Transaction:
         config.set("Acquire::Retries", "3")
         config.set("Acquire::http::Timeout", "30")
         config.set("Acquire::https::Timeout", "30")
-        config.set("Commandline::AsString", f"jobs-agent APT_UPDATE job={self.config.job_id}")
+        config.set(
+            "Commandline::AsString", f"jobs-agent {self.audit_name} job={self.config.job_id}"
+        )
 
     def open_cache(self) -> None:
         """Open the apt cache (of ``root_dir`` when set), without locks."""
@@ -417,12 +431,14 @@ class Transaction:
             ) from None
         return fetched
 
-    def install(self) -> None:
-        """Run dpkg through python-apt, non-interactively; archives are already downloaded."""
+    def install(self, phase: str = "installing", failure_code: str = INSTALL_FAILED) -> None:
+        """Run dpkg through python-apt, non-interactively; archives are already downloaded.
 
+        Raises WorkerFailure(``failure_code``) with dpkg's errors when dpkg fails.
+        """
         log_path = self.work_dir / "dpkg.log"
         with open(log_path, "ab") as dpkg_log:
-            install_progress = InstallReporter(self.emit, dpkg_log.fileno())
+            install_progress = InstallReporter(self.emit, dpkg_log.fileno(), phase)
             try:
                 # Archives are downloaded already: commit's own fetch step only checks them.
                 self.cache.commit(
@@ -438,9 +454,7 @@ class Transaction:
             self.notes.append("kept the local version of " + ", ".join(install_progress.conffiles))
         if failure is not None:
             messages = "; ".join(install_progress.errors) or failure
-            raise WorkerFailure(
-                INSTALL_FAILED, f"dpkg failed: {messages}", {"log": self.log_tail}
-            )
+            raise WorkerFailure(failure_code, f"dpkg failed: {messages}", {"log": self.log_tail})
 
     def verify(self) -> None:
         """Re-read dpkg's database: every requested package must be installed at its target."""
@@ -630,13 +644,13 @@ class Transaction:
             )
         return Target(package, pkg.name, before, version.version)
 
-    def _check_hold(self, package: Any, target: Target) -> None:
+    def _check_hold(self, package: Any, target: Any) -> None:
         held = package._pkg.selected_state == apt_pkg.SELSTATE_HOLD
         if held and not self.request.allow_held_change:
             raise WorkerFailure(
                 HELD,
                 f"{target.name} is held at {target.before} (dpkg --set-selections / apt-mark "
-                "hold); set allowHeldChange to change it",
+                f"hold); {self.hold_advice}",
                 {"package": target.name},
             )
 
@@ -689,6 +703,223 @@ class Transaction:
         for line in text.splitlines():
             log.info("dpkg: %s", line)
         return "\n".join(text.strip().splitlines()[-LOG_TAIL_LINES:])
+
+
+@dataclass
+class Removed:
+    """A package named for removal, resolved in the cache (``before`` None: not installed)."""
+
+    request: PackageRequest
+    name: str
+    before: Optional[str]
+    known: bool = True
+
+
+class Removal(Transaction):
+    """Remove-Application: remove the named packages and nothing else.
+
+    The same lock wait, dpkg repair, non-interactive dpkg and dry run as an install. A package
+    that is not installed is reported ``not-installed`` (so a job run twice converges). Refused
+    (nothing is removed): an Essential or Priority required package (ESSENTIAL), a held one
+    (HELD), a removal that would also remove packages the job did not name (REMOVALS, naming
+    them) or change any other package (OTHER_CHANGES). Configuration files are kept (no purge),
+    and dependencies nobody needs any more stay installed (no autoremove).
+    """
+
+    audit_name = "Remove-Application"
+    hold_advice = "a held package is not removed: take it off hold first"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.removals: List[Removed] = []
+
+    def carry_out(self) -> Dict[str, Any]:
+        """The steps after locking and repairing dpkg: resolve, check, remove, verify."""
+        self.resolve()
+        self.mark()
+        self.check_plan()
+        if self.request.dry_run or not self._changes():
+            return self.result()
+        self.check_stop("before removing (nothing was removed)")
+        self.install(phase="removing", failure_code=REMOVE_FAILED)
+        self.verify()
+        return self.result()
+
+    def resolve(self) -> None:
+        """Find each named package; note the ones apt does not know (not installed either)."""
+        self.removals = []
+        for package in self.request.packages:
+            name = package.name
+            if name in self.cache:
+                pkg = self.cache[name]
+                before = pkg.installed.version if pkg.installed is not None else None
+                self.removals.append(Removed(package, pkg.name, before))
+                continue
+            providers = (
+                sorted(p.name for p in self.cache.get_providing_packages(name) if p.is_installed)
+                if self.cache.is_virtual_package(name)
+                else []
+            )
+            if providers:
+                raise WorkerFailure(
+                    NOT_FOUND,
+                    f"{name!r} is a virtual package provided by the installed "
+                    f"{', '.join(providers)}; name the package to remove",
+                    {"package": name},
+                )
+            self.notes.append(f"{name} is unknown to apt (not installed)")
+            self.removals.append(Removed(package, name, None, known=False))
+
+    def mark(self) -> None:
+        """Refuse essential and held packages, then mark the installed ones for deletion.
+
+        When that breaks other packages, apt's problem resolver (the named packages protected)
+        finds what would have to go with them, for check_plan to name.
+        """
+        installed = [removed for removed in self.removals if removed.before is not None]
+        for removed in installed:
+            package = self.cache[removed.name]
+            if _is_essential(package):
+                raise WorkerFailure(
+                    ESSENTIAL,
+                    f"{removed.name} is {_essential_kind(package)}; the system needs it, so it "
+                    "is never removed by a job",
+                    {"package": removed.name},
+                )
+            self._check_hold(package, removed)
+        with self.cache.actiongroup():
+            for removed in installed:
+                self.cache[removed.name].mark_delete(auto_fix=False, purge=False)
+            if self.cache.broken_count:
+                self._find_dependents(installed)
+
+    def _find_dependents(self, installed: List[Removed]) -> None:
+        resolver = apt_pkg.ProblemResolver(self.cache._depcache)
+        for removed in installed:
+            low_level = self.cache[removed.name]._pkg
+            resolver.clear(low_level)
+            resolver.protect(low_level)
+            resolver.remove(low_level)
+        try:
+            resolver.resolve(True)
+        except SystemError:
+            pass  # the packages left broken are named below
+        if self.cache.broken_count:
+            broken = self._broken_installed()
+            essential = [name for name in broken if _is_essential(self.cache[name])]
+            if essential:
+                raise WorkerFailure(
+                    ESSENTIAL,
+                    f"removing {_names(installed)} would break {', '.join(essential)}, which "
+                    "the system needs (Essential or Priority required); nothing was removed",
+                    {"removals": ", ".join(broken)},
+                )
+            raise WorkerFailure(
+                REMOVALS,
+                f"removing {_names(installed)} would break {', '.join(broken)} (depending on "
+                "it), and apt cannot remove those with it; nothing was removed",
+                {"removals": ", ".join(broken)},
+            )
+
+    def check_plan(self) -> None:
+        """Only the named packages are removed: nothing essential, nothing else."""
+        named = {removed.name for removed in self.removals}
+        changes = self.cache.get_changes()
+        deleted = sorted(package.name for package in changes if package.marked_delete)
+        essential = sorted(
+            package.name for package in changes if package.marked_delete and _is_essential(package)
+        )
+        if essential:
+            raise WorkerFailure(
+                ESSENTIAL,
+                f"removing {_names(self.removals)} would remove {', '.join(essential)}, which "
+                "the system needs; nothing was removed",
+                {"removals": ", ".join(deleted)},
+            )
+        extra = [name for name in deleted if name not in named]
+        if extra:
+            raise WorkerFailure(
+                REMOVALS,
+                f"removing {_names(self.removals)} would also remove {', '.join(extra)} "
+                "(they depend on it); nothing was removed: name them in the job too to remove "
+                "them",
+                {"removals": ", ".join(extra)},
+            )
+        other = sorted(package.name for package in changes if not package.marked_delete)
+        if other:
+            raise WorkerFailure(
+                OTHER_CHANGES,
+                f"removing {_names(self.removals)} would also install or change "
+                f"{', '.join(other)}; a removal changes nothing else",
+                {"otherChanges": ", ".join(other)},
+            )
+
+    def verify(self) -> None:
+        """Re-read dpkg's database: no named package may still be installed."""
+        self.emit({"phase": "verifying"}, True)
+        self.cache.open(None)
+        for removed in self.removals:
+            if removed.before is None or removed.name not in self.cache:
+                continue
+            package = self.cache[removed.name]
+            state = package._pkg.current_state
+            if package.installed is not None or state not in (
+                apt_pkg.CURSTATE_NOT_INSTALLED,
+                apt_pkg.CURSTATE_CONFIG_FILES,
+            ):
+                raise WorkerFailure(
+                    REMOVE_FAILED,
+                    f"after the removal dpkg reports {removed.name} still installed "
+                    f"(state {state})",
+                    {"log": self.log_tail},
+                )
+
+    def result(self) -> Dict[str, Any]:
+        """The outcome as a JSON-ready value (the handler turns it into statusDetails)."""
+        dry_run = self.request.dry_run
+        packages = []
+        for removed in self.removals:
+            if removed.before is None:
+                outcome = "not-installed"
+            else:
+                outcome = "dry-run" if dry_run else "removed"
+            packages.append(
+                {
+                    "name": removed.name,
+                    "before": removed.before,
+                    "after": removed.before if dry_run else None,
+                    "target": None,
+                    "result": outcome,
+                }
+            )
+        return {
+            "packages": packages,
+            "otherChanges": [],
+            "rebootRequired": self._reboot_required(),
+            **self.state(),
+        }
+
+    def _broken_installed(self) -> List[str]:
+        depcache = self.cache._depcache
+        return sorted(
+            low_level.get_fullname(True)
+            for low_level in self.cache._cache.packages
+            if low_level.current_ver is not None and depcache.is_inst_broken(low_level)
+        )
+
+
+def _is_essential(package: Any) -> bool:
+    """Essential: yes, or Priority: required, as dpkg records the installed package."""
+    installed = package.installed
+    return bool(package.essential) or (installed is not None and installed.priority == "required")
+
+
+def _essential_kind(package: Any) -> str:
+    return "Essential" if package.essential else "of Priority required"
+
+
+def _names(removals: List[Removed]) -> str:
+    return ", ".join(removed.name for removed in removals)
 
 
 def _unmet_dependencies(version: Any) -> str:
@@ -795,7 +1026,8 @@ def main() -> int:
 
     emit = Throttle(protocol.progress)
     with tempfile.TemporaryDirectory(prefix="apt-worker-") as work_dir:
-        transaction = Transaction(config, emit, lambda: bool(stop_requested), Path(work_dir))
+        kind = Removal if config.operation == REMOVE else Transaction
+        transaction = kind(config, emit, lambda: bool(stop_requested), Path(work_dir))
         try:
             result = transaction.run()
         except WorkerFailure as failure:

@@ -27,7 +27,7 @@ from agent.managed.document import (
     is_managed_document,
 )
 from agent.managed.download import DownloadAction
-from agent.managed.packages import InstallAction
+from agent.managed.packages import InstallAction, RemoveAction
 from agent.managed.reboot import RebootAction
 from agent.managed.run_command import RunCommandAction
 from agent.managed.services import ServiceAction
@@ -48,11 +48,8 @@ HandlerSpec = Tuple[Callable[[Any], Any], Any, Callable[..., Any]]
 
 
 def _package_actions(settings: Any, apt_settings: Any) -> Dict[str, Action]:
-    """Install-Application through the APT handler when it is installed; Remove-Application
-    is refused until the APT worker can remove packages."""
-    remove = DisabledAction(
-        REMOVE, "Remove-Application is not supported yet: the APT worker cannot remove packages"
-    )
+    """Install-Application and Remove-Application through the APT handler, when it is
+    installed and ``[apt]`` settings are given."""
     try:
         from agent.apt.handler import AptUpdateHandler
         from agent.apt.settings import load_apt_settings
@@ -60,13 +57,14 @@ def _package_actions(settings: Any, apt_settings: Any) -> Dict[str, Action]:
         if not (error.name or "").startswith("agent.apt"):
             raise
         why = "package actions need the APT handler (agent/apt), which is not installed"
-        return {INSTALL: DisabledAction(INSTALL, why), REMOVE: remove}
+        return {INSTALL: DisabledAction(INSTALL, why), REMOVE: DisabledAction(REMOVE, why)}
     if apt_settings is None and settings is not None:
         apt_settings = load_apt_settings(settings)
     if apt_settings is None:
         why = "package actions need [apt] settings"
-        return {INSTALL: DisabledAction(INSTALL, why), REMOVE: remove}
-    return {INSTALL: InstallAction(AptUpdateHandler(apt_settings)), REMOVE: remove}
+        return {INSTALL: DisabledAction(INSTALL, why), REMOVE: DisabledAction(REMOVE, why)}
+    handler = AptUpdateHandler(apt_settings)
+    return {INSTALL: InstallAction(handler), REMOVE: RemoveAction(handler)}
 
 
 def build_actions(
