@@ -28,7 +28,8 @@ def many_agents_rows(ctx: BenchContext) -> List[Row]:
     things = [ctx.thing(f"bench-many-{index:03d}").name for index in range(count)]
     result = run_load(ctx.stack, things, jobs, prefix="many", queued_before_start=False,
                       job_gap_seconds=gap, timeout=900)
-    label = f"{count} agents, a job for all every {gap:g} s ({jobs} jobs)"
+    label = (f"{count} agents, a job for all every {gap:g} s ({jobs} jobs; "
+             f"{len(result.latencies)} of {len(result.expected)} timed)")
     return [
         Row(f"{label}: CreateJob->SUCCEEDED p50", median(result.latencies), "s",
             median(alone.latencies), "one agent, same stream"),
