@@ -85,6 +85,9 @@ def config_text(certs: CertificateSet, port: int, acl_path: Path, log_path: Path
         "# Written by local_jobs.broker: Mosquitto configured like AWS IoT Core.",
         "per_listener_settings false",
         "persistence false",
+        # Nagle's algorithm with the peer's delayed ACK holds each small reply up to ~40 ms on
+        # loopback; AWS IoT Core does not add such a delay (global option in mosquitto 2.0).
+        "set_tcp_nodelay true",
         "allow_anonymous false",
         f"acl_file {acl_path}",
         f"log_dest file {log_path}",
