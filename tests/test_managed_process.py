@@ -12,6 +12,10 @@ import pytest
 from agent.managed.process import current_user, lookup_user, run_process
 
 PY = sys.executable
+# The checkout may sit below a folder only root can enter (/root), and with it the venv's
+# interpreter: a program run as another user is the system's interpreter, which every account can
+# reach, importing only the standard library.
+SYSTEM_PY = "/usr/bin/python3"
 
 
 def test_large_output_on_both_streams_is_drained_and_only_the_tails_kept():
@@ -73,7 +77,8 @@ def test_other_user_runs_with_that_users_ids_and_a_clean_environment():
         "import json, os; print(json.dumps([os.getuid(), os.getgid(), os.getgroups(), "
         "sorted(os.environ)]))"
     )
-    result = run_process([PY, "-c", script], timeout=10, user=nobody)
+    result = run_process([SYSTEM_PY, "-c", script], timeout=10, user=nobody)
+    assert result.ok, result.stderr
     uid, gid, groups, environment = json.loads(result.stdout)
     assert (uid, gid) == (nobody.uid, nobody.gid)
     assert 0 not in groups

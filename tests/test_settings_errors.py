@@ -21,7 +21,15 @@ from local_jobs.certificates import ensure_certificates
 
 REPO = Path(__file__).resolve().parent.parent
 AGENT = REPO / "jobs_agent.py"
-NOBODY = 65534
+# Root reads every file whatever its mode. An "unreadable" case runs the agent as root without
+# the two capabilities that bypass file permissions, so a mode-000 file is refused to it exactly as
+# to any other account, while a checkout below /root (mode 700, owned by root) stays reachable.
+FILE_CAPABILITIES = "-dac_override,-dac_read_search"
+WITHOUT_FILE_CAPABILITIES = [
+    "setpriv",
+    f"--bounding-set={FILE_CAPABILITIES}",
+    f"--inh-caps={FILE_CAPABILITIES}",
+]
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -30,7 +38,7 @@ class Case(NamedTuple):
     section: Optional[str]  # None: the message names only the file
     key: Optional[str]
     change: Callable[[configparser.ConfigParser, Path], None]
-    as_nobody: bool = False  # root reads every file: unreadable ones need another user
+    without_override: bool = False  # the agent runs without the capabilities that bypass file modes
 
 
 def set_value(section: str, key: str, value: str):
@@ -84,8 +92,8 @@ def key_open_to_others(folder: Path) -> Path:
 def cases() -> List[Case]:
     found: List[Case] = []
 
-    def add(section, key, what, change, as_nobody=False):
-        found.append(Case(f"{section}.{key}-{what}", section, key, change, as_nobody))
+    def add(section, key, what, change, without_override=False):
+        found.append(Case(f"{section}.{key}-{what}", section, key, change, without_override))
 
     for key in ("endpoint", "thing_name", "root_ca", "certificate", "private_key"):
         add("connection", key, "missing", remove("connection", key))
@@ -178,9 +186,8 @@ def certificates(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def folder(certificates) -> Path:
-    """A folder every user may enter (tests run as root; some run the agent as nobody)."""
+    """A folder of its own holding a copy of the certificates."""
     made = Path(tempfile.mkdtemp(prefix="settings-errors-"))
-    os.chmod(made, 0o755)
     shutil.copytree(certificates, made / "certs")
     yield made
     shutil.rmtree(made, ignore_errors=True)
@@ -212,22 +219,28 @@ def write(parser: configparser.ConfigParser, path: Path) -> Path:
     return path
 
 
-def run_agent(path: Path, *args: str, as_nobody: bool = False) -> subprocess.CompletedProcess:
-    kwargs = {}
-    if as_nobody:
-        if os.geteuid() != 0:
-            pytest.skip("needs root to run the agent as another user")
-        kwargs = {"user": NOBODY, "group": NOBODY}
+def without_file_capabilities() -> List[str]:
+    """The command prefix under which a mode-000 file is unreadable to this test's children."""
+    if os.geteuid() != 0:
+        return []  # permissions already apply
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to run root without CAP_DAC_OVERRIDE")
+    return WITHOUT_FILE_CAPABILITIES
+
+
+def run_agent(
+    path: Path, *args: str, without_override: bool = False
+) -> subprocess.CompletedProcess:
+    prefix = without_file_capabilities() if without_override else []
     try:
         return subprocess.run(
-            [sys.executable, str(AGENT), "-c", str(path), *args],
+            [*prefix, sys.executable, str(AGENT), "-c", str(path), *args],
             cwd=str(REPO),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             timeout=15,
             check=False,
-            **kwargs,
         )
     except subprocess.TimeoutExpired:
         pytest.fail(f"jobs_agent.py {' '.join(args)} did not exit: the bad setting was accepted")
@@ -239,6 +252,24 @@ def fix_certificate_layout(folder: Path) -> None:
         link = folder / "certs" / name
         if not link.exists():
             os.link(folder / "certs" / "things" / name, link)
+
+
+@pytest.mark.parametrize("owner", [0, 65534], ids=["root-owned", "other-owned"])
+def test_a_mode_000_file_is_unreadable_to_the_agent_of_an_unreadable_case(folder, owner):
+    # what every "unreadable" case relies on: the agent really is refused the file
+    path = folder / "secret"
+    path.write_text("secret\n")
+    os.chown(path, owner, owner)
+    os.chmod(path, 0)
+    result = subprocess.run(
+        [*without_file_capabilities(), sys.executable, "-c", f"open({str(path)!r}).read()"],
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=15,
+        check=False,
+    )
+    assert result.returncode == 1 and "PermissionError" in result.stderr, result.stderr
 
 
 def test_the_valid_settings_of_this_table_pass(folder):
@@ -255,16 +286,10 @@ def test_the_valid_settings_of_this_table_pass(folder):
 def test_a_bad_setting_stops_the_agent_naming_file_section_and_key(folder, case, mode):
     fix_certificate_layout(folder)
     parser = valid_settings(folder)
-    if case.as_nobody:
-        # every file readable by nobody but the one under test
-        for entry in (folder / "certs").rglob("*"):
-            os.chown(entry, NOBODY, NOBODY)
-        os.chown(folder / "certs", NOBODY, NOBODY)
     case.change(parser, folder)
     path = write(parser, folder / "settings.conf")
-    os.chmod(path, 0o644)
     args = ["--check-config"] if mode == "check-config" else []
-    result = run_agent(path, *args, as_nobody=case.as_nobody)
+    result = run_agent(path, *args, without_override=case.without_override)
     assert result.returncode == 2, result.stderr
     assert f"{path}: [{case.section}] {case.key}:" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
@@ -333,14 +358,14 @@ FILE_START_CASES = [c for c in FILE_CASES if c[0] in ("missing", "unreadable", "
 
 
 @pytest.mark.parametrize(
-    "name, make, as_nobody, mode",
+    "name, make, without_override, mode",
     [(*c, "check-config") for c in FILE_CASES] + [(*c, "start") for c in FILE_START_CASES],
     ids=[f"{c[0]}-check-config" for c in FILE_CASES] + [f"{c[0]}-start" for c in FILE_START_CASES],
 )
-def test_a_bad_settings_file_stops_the_agent_naming_it(folder, name, make, as_nobody, mode):
+def test_a_bad_settings_file_stops_the_agent_naming_it(folder, name, make, without_override, mode):
     path = make(folder)
     args = ["--check-config"] if mode == "check-config" else []
-    result = run_agent(path, *args, as_nobody=as_nobody)
+    result = run_agent(path, *args, without_override=without_override)
     assert result.returncode == 2, result.stderr
     assert f"{path}:" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
