@@ -345,8 +345,9 @@ class AptRoot:
         then = time.time() - seconds
         stamp = self.path / "var/lib/apt/periodic/update-success-stamp"
         for path in [stamp, *(self.path / "var/lib/apt/lists").glob("*Packages*")]:
-            if path.exists():
-                os.utime(path, (then, then))
+            if path.is_symlink() or path.exists():
+                # the lists entry itself, also when apt made it a symlink to a file: repository
+                os.utime(path, (then, then), follow_symlinks=False)
 
     def set_sources(self, *lines: str) -> None:
         """Replace etc/apt/sources.list with ``lines``."""

@@ -7,14 +7,17 @@ agent, the broker and the local Jobs service.
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
+from pathlib import Path
+from typing import Dict, Tuple
 
 import pytest
 from apt_helpers import POSTINST_FAILURE, StandInJob, run_job
 
 from agent.errors import JobFailed, JobRejected
-from local_jobs.apt_repo import Package, build_repository, make_root
+from local_jobs.apt_repo import AptRoot, Package, build_repository, make_root
 
 pytest_plugins = ("apt_fixtures",)
 pytestmark = pytest.mark.timeout(60)
@@ -372,13 +375,61 @@ def test_failed_refresh_goes_on_with_the_old_lists_and_says_so(apt_root, apt_rep
 
 
 def test_package_published_after_the_last_refresh_is_found(tmp_path):
-    repo_dir = tmp_path / "repo"
-    build_repository(repo_dir, [Package("alpha", "1.0")])
-    root = make_root(tmp_path / "root", [f"deb [trusted=yes] file:{repo_dir} ./"])
+    # copy: keeps a copy of the index on every host (file: may be read in place, see below)
+    repository = build_repository(tmp_path / "repo", [Package("alpha", "1.0")])
+    root = make_root(tmp_path / "root", [repository.sources_line(scheme="copy")])
     root.refresh_lists()
-    build_repository(repo_dir, [Package("alpha", "1.0"), Package("late", "1.0")])
+    build_repository(repository.path, [Package("alpha", "1.0"), Package("late", "1.0")])
 
     details = run_job(root, {"aptPackageName": "late"})
 
     assert details["result"] == "installed"
     assert details["listsRefreshed"] == "true"
+
+
+def keep_lists_uncompressed(root: AptRoot) -> None:
+    """Debian's default (Docker's Debian images set Acquire::GzipIndexes): the lists of a
+    file: repository are then a symlink to its Packages."""
+    (root.path / "etc/apt/apt.conf.d/50uncompressed-lists").write_text(
+        'Acquire::GzipIndexes "false";\n'
+    )
+
+
+def file_repository_root(tmp_path, *names: str) -> Tuple[AptRoot, Dict[str, Path]]:
+    """A root reading one file: repository per name (holding that package), lists fresh
+    and kept as symlinks."""
+    folders = {name: tmp_path / f"repo-{name}" for name in names}
+    repositories = [build_repository(folders[name], [Package(name, "1.0")]) for name in names]
+    root = make_root(tmp_path / "root", [r.sources_line() for r in repositories])
+    keep_lists_uncompressed(root)
+    root.refresh_lists()
+    lists = list((root.path / "var/lib/apt/lists").glob("*Packages*"))
+    assert len(lists) == len(names) and all(path.is_symlink() for path in lists), lists
+    return root, folders
+
+
+def test_lists_left_dangling_by_a_removed_file_repository_do_not_stop_a_job(tmp_path):
+    root, folders = file_repository_root(tmp_path, "alpha", "gone")
+    shutil.rmtree(folders["gone"])
+
+    details = run_job(root, {"aptPackageName": "alpha"})
+
+    assert details["result"] == "installed"
+    assert root.installed_version("alpha") == "1.0"
+
+
+def test_old_lists_kept_as_symlinks_are_refreshed(tmp_path):
+    root, _ = file_repository_root(tmp_path, "alpha")
+    root.age_lists(2 * 24 * 3600)
+
+    details = run_job(root, {"aptPackageName": "alpha"})
+
+    assert details["listsRefreshed"] == "true"
+
+
+def test_young_lists_kept_as_symlinks_are_not_refreshed(tmp_path):
+    root, _ = file_repository_root(tmp_path, "alpha")
+
+    details = run_job(root, {"aptPackageName": "alpha"})
+
+    assert details["listsRefreshed"] == "false"

@@ -677,7 +677,10 @@ class Transaction:
 
     def _lists_age_seconds(self) -> Optional[float]:
         stamp = Path(apt_pkg.config.find_dir("Dir::State")) / LISTS_STAMP
-        times = [path.stat().st_mtime for path in self._lists_dir.glob("*Packages*")]
+        # lstat: apt keeps the lists of an uncompressed file: repository as a symlink to its
+        # Packages, whose own time says when the repository changed, not when apt read it,
+        # and which is left dangling when the repository goes away.
+        times = [path.lstat().st_mtime for path in self._lists_dir.glob("*Packages*")]
         if stamp.exists():
             times.append(stamp.stat().st_mtime)
         if not times:
