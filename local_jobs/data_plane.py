@@ -229,7 +229,7 @@ def _details(body: Dict[str, Any]):
 
 
 def _get_pending(service, thing_name, _job_id, body):
-    lists = payloads.pending_lists(service.get_pending(thing_name))
+    lists = payloads.pending_lists(service.get_pending(thing_name, payloads.MAX_LISTED))
     return {"inProgressJobs": lists["IN_PROGRESS"], "queuedJobs": lists["QUEUED"]}
 
 

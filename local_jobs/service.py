@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import (
     Callable,
     Dict,
-    FrozenSet,
     Iterable,
     Iterator,
     List,
@@ -99,10 +98,6 @@ def execution_state_of(error: BaseException) -> Optional[JobExecution]:
 def _with_execution(error: ServiceError, execution: JobExecution) -> ServiceError:
     error.execution = execution  # type: ignore[attr-defined]
     return error
-
-
-def _key(execution: JobExecution) -> Tuple[str, int]:
-    return (execution.job_id, execution.execution_number)
 
 
 def validate_status_details(details: object, where: str = "statusDetails") -> Dict[str, str]:
@@ -243,21 +238,21 @@ class LocalJobsService(JobsService):
     def _watching(self, things: Iterable[str]) -> Iterator[None]:
         """Compare each thing's pending queue before and after; queue notify / notify-next."""
         names = list(dict.fromkeys(things))
-        before = {name: self._queue_shape(name) for name in names}
+        before = {name: self.store.pending_shape(name) for name in names}
         yield
         now = self.now()
         for name in names:
-            members, head = self._queue_shape(name)
+            members, head = self.store.pending_shape(name)
             old_members, old_head = before[name]
             pending = None
             if members != old_members:
-                pending = self.store.pending_executions(name)
+                pending = self.store.pending_executions(name, limit=payloads.MAX_LISTED)
                 self._outbox.append(
                     (f"$aws/things/{name}/jobs/notify", payloads.notify_payload(pending, now))
                 )
             if head != old_head:
                 if pending is None:
-                    pending = self.store.pending_executions(name)
+                    pending = self.store.pending_executions(name, limit=1)
                 first = pending[0] if pending else None
                 job = self.store.get_job(first.job_id) if first else None
                 self._outbox.append(
@@ -267,10 +262,6 @@ class LocalJobsService(JobsService):
                     )
                 )
         self._timer_wakeup.notify_all()
-
-    def _queue_shape(self, thing_name: str) -> Tuple[FrozenSet[Tuple[str, int]], Optional[tuple]]:
-        pending = self.store.pending_executions(thing_name)
-        return frozenset(_key(e) for e in pending), (_key(pending[0]) if pending else None)
 
     # control plane
 
@@ -464,10 +455,13 @@ class LocalJobsService(JobsService):
 
     # device API (called by the data plane with the thing name taken from the topic)
 
-    def get_pending(self, thing_name: str) -> Sequence[JobExecution]:
-        """The thing's pending executions, IN_PROGRESS first, then QUEUED in queue order."""
+    def get_pending(self, thing_name: str, limit: Optional[int] = None) -> Sequence[JobExecution]:
+        """The thing's pending executions, IN_PROGRESS first, then QUEUED in queue order.
+
+        ``limit`` keeps only the first ones (the device API lists at most 10).
+        """
         with self._lock:
-            return self.store.pending_executions(thing_name)
+            return self.store.pending_executions(thing_name, limit)
 
     def start_next(
         self,
@@ -485,7 +479,7 @@ class LocalJobsService(JobsService):
         if step_timeout_minutes is not None:
             validate_step_timeout(step_timeout_minutes)
         with self.operation():
-            pending = self.store.pending_executions(thing_name)
+            pending = self.store.pending_executions(thing_name, limit=1)
             if not pending:
                 return None
             head = pending[0]
@@ -508,7 +502,7 @@ class LocalJobsService(JobsService):
         """
         with self._lock:
             if job_id == NEXT:
-                pending = self.store.pending_executions(thing_name)
+                pending = self.store.pending_executions(thing_name, limit=1)
                 if not pending:
                     return None
                 return pending[0], self._job(pending[0].job_id)

@@ -12,7 +12,7 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 from local_jobs.model import (
     ExecutionStatus,
@@ -59,6 +59,29 @@ CREATE TABLE IF NOT EXISTS executions (
 );
 CREATE INDEX IF NOT EXISTS executions_by_thing ON executions (thing_name, status);
 CREATE INDEX IF NOT EXISTS executions_by_job ON executions (job_id, thing_name);
+-- How often each thing's set of pending (QUEUED or IN_PROGRESS) executions has changed,
+-- kept by the triggers below in the same transaction as the change itself.
+CREATE TABLE IF NOT EXISTS pending_changes (
+    thing_name TEXT PRIMARY KEY,
+    changes INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS pending_insert AFTER INSERT ON executions
+WHEN NEW.status IN ('QUEUED', 'IN_PROGRESS')
+BEGIN
+    INSERT OR IGNORE INTO pending_changes VALUES (NEW.thing_name, 0);
+    UPDATE pending_changes SET changes = changes + 1 WHERE thing_name = NEW.thing_name;
+END;
+CREATE TRIGGER IF NOT EXISTS pending_update AFTER UPDATE OF status ON executions
+WHEN (OLD.status IN ('QUEUED', 'IN_PROGRESS')) != (NEW.status IN ('QUEUED', 'IN_PROGRESS'))
+BEGIN
+    INSERT OR IGNORE INTO pending_changes VALUES (NEW.thing_name, 0);
+    UPDATE pending_changes SET changes = changes + 1 WHERE thing_name = NEW.thing_name;
+END;
+CREATE TRIGGER IF NOT EXISTS pending_delete AFTER DELETE ON executions
+WHEN OLD.status IN ('QUEUED', 'IN_PROGRESS')
+BEGIN
+    UPDATE pending_changes SET changes = changes + 1 WHERE thing_name = OLD.thing_name;
+END;
 """
 
 _EXECUTION_COLUMNS = (
@@ -71,6 +94,8 @@ _JOB_COLUMNS = (
     "in_progress_timeout_minutes, retry_criteria, force_canceled, reason_code, comment"
 )
 _PENDING = (ExecutionStatus.QUEUED.value, ExecutionStatus.IN_PROGRESS.value)
+# The head of a thing's queue: IN_PROGRESS executions first, then QUEUED ones.
+_PENDING_ORDER = (ExecutionStatus.IN_PROGRESS.value, ExecutionStatus.QUEUED.value)
 
 
 class Store:
@@ -203,14 +228,49 @@ class Store:
         )
         return [_execution(r) for r in rows]
 
-    def pending_executions(self, thing_name: str) -> List[JobExecution]:
-        """The thing's IN_PROGRESS executions, then its QUEUED ones, each in queue order."""
-        rows = self._query(
-            f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE thing_name = ? AND status IN (?, ?)"
-            " ORDER BY CASE status WHEN 'IN_PROGRESS' THEN 0 ELSE 1 END, seq",
-            (thing_name,) + _PENDING,
-        )
-        return [_execution(r) for r in rows]
+    def pending_executions(
+        self, thing_name: str, limit: Optional[int] = None
+    ) -> List[JobExecution]:
+        """The thing's IN_PROGRESS executions, then its QUEUED ones, each in queue order.
+
+        ``limit`` keeps only the first ones: the index on (thing_name, status) holds them in
+        queue order, so the head of a long queue costs no more than that of a short one.
+        """
+        found: List[JobExecution] = []
+        for status in _PENDING_ORDER:
+            wanted = -1 if limit is None else limit - len(found)
+            if wanted == 0:
+                break
+            rows = self._query(
+                f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE thing_name = ? AND status = ?"
+                " ORDER BY seq LIMIT ?",
+                (thing_name, status, wanted),
+            )
+            found.extend(_execution(r) for r in rows)
+        return found
+
+    def pending_shape(self, thing_name: str) -> Tuple[int, Optional[int]]:
+        """How often the thing's pending set has changed, and the row id of its head (or None).
+
+        Both come from indexes, whatever the queue's length: what the service compares before
+        and after a change to decide on ``notify`` and ``notify-next``. An execution enters
+        the pending set only when inserted and leaves it for good (a terminal status is
+        final), so the set differs exactly when the count of changes does.
+        """
+        with self._connection_lock:
+            rows = self._db.execute(
+                "SELECT changes FROM pending_changes WHERE thing_name = ?", (thing_name,)
+            ).fetchall()
+            changes = rows[0][0] if rows else 0
+            for status in _PENDING_ORDER:
+                rows = self._db.execute(
+                    "SELECT seq FROM executions WHERE thing_name = ? AND status = ?"
+                    " ORDER BY seq LIMIT 1",
+                    (thing_name, status),
+                ).fetchall()
+                if rows:
+                    return changes, rows[0][0]
+            return changes, None
 
     def next_deadline(self) -> Optional[float]:
         """The earliest timer deadline of any IN_PROGRESS execution."""
