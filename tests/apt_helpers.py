@@ -24,6 +24,13 @@ SLOW_ONCE = (
     '    touch "$DPKG_ROOT/slow-once"; sleep 60\n'
     "fi\n"
 )
+# A postinst that takes 2 s and marks its start and its end (dpkg ran it to completion).
+FINISHING = (
+    "#!/bin/sh\n"
+    'if [ "$1" = configure ]; then\n'
+    '    touch "$DPKG_ROOT/finishing-started"; sleep 2; touch "$DPKG_ROOT/finishing-done"\n'
+    "fi\n"
+)
 
 PACKAGES = (
     Package("alpha", "1.0"),
@@ -34,6 +41,7 @@ PACKAGES = (
     Package("bad", "1.0", scripts={"postinst": failing_script(POSTINST_FAILURE)}),
     Package("needs-reboot", "1.0", scripts={"postinst": reboot_required_script()}),
     Package("slow", "1.0", scripts={"postinst": SLOW_ONCE}),
+    Package("finishing", "1.0", scripts={"postinst": FINISHING}),
     Package("orphan", "1.0", depends=("missing-lib (>= 1.0)",)),
     Package("epsilon", "1.0", provides=("virtual-thing",)),
     Package("big", "1.0", payload_bytes=300_000),

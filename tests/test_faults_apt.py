@@ -63,6 +63,11 @@ class AgentWithApt:
         self.process.kill()
         self.process.wait(10)
 
+    def kill(self) -> None:
+        """SIGKILL the agent alone: its workers (each in its own session) go on."""
+        self.process.kill()
+        self.process.wait(10)
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -77,7 +82,7 @@ class AgentWithApt:
 def apt_agent(stack, apt_root, tmp_path):
     settings_path = stack.thing("thing-1").settings_path
     set_option(settings_path, "apt", "root_dir", apt_root.path)
-    set_option(settings_path, "apt", "allowed_packages", "slow, big")
+    set_option(settings_path, "apt", "allowed_packages", "slow, big, finishing")
     agent = AgentWithApt(settings_path, tmp_path / "agent.log")
     yield agent
     agent.stop()
@@ -105,6 +110,39 @@ def test_power_cut_while_dpkg_configures_then_restart_repairs_dpkg_and_succeeds(
     assert apt_root.installed_version("slow") == "1.0"
     assert not apt_root.journal_dirty()
     assert "resuming (attempt 2)" in apt_agent.log_text()
+
+
+def test_agent_killed_while_dpkg_runs_leaves_dpkg_to_finish_and_the_restart_succeeds(
+    stack, apt_root, apt_agent
+):
+    # systemd's KillMode=process restarting the agent (or a grace period run out): the worker
+    # loses the reader of its progress and result, and must still let dpkg finish.
+    apt_agent.start()
+    create_job(stack, "orphan-1", {"jobType": "APT_UPDATE", "aptPackageName": "finishing"})
+    wait_for(lambda: (apt_root.path / "finishing-started").exists(), 60, "dpkg to run the postinst")
+    [worker] = apt_agent.worker_pids()
+    apt_agent.kill()
+    wait_for(lambda: not process_exists(worker), 60, "the orphaned apt worker to end")
+    assert (apt_root.path / "finishing-done").exists(), "dpkg was interrupted"
+    assert apt_root.status("finishing")["Status"] == "install ok installed"
+    assert not apt_root.journal_dirty()
+    # the worker went on to its last step (before it, the archives it fetched are kept)
+    assert not list((apt_root.path / "var/cache/apt/archives").glob("finishing_*.deb"))
+    apt_agent.start()
+    done = wait_status(stack, "orphan-1", timeout=60)
+    assert done["status"] == "SUCCEEDED", done
+    assert done["details"]["result"] == "already-installed"
+    assert done["details"]["dpkgRepaired"] == "false"
+    assert "resuming (attempt 2)" in apt_agent.log_text()
+
+
+def process_exists(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, ended but not yet reaped, counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stream:
+            return stream.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 class _Throttled(http.server.SimpleHTTPRequestHandler):

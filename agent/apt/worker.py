@@ -11,7 +11,8 @@ events and then exactly one result go to stdout as JSON lines::
 The process's own fd 1 is pointed at stderr, so nothing apt or dpkg print can corrupt the
 protocol; dpkg's output goes to a log whose tail is put in the result. Names and versions from
 the request are only used as cache lookups, never as arguments or apt options. SIGTERM asks the
-worker to stop: it does so between steps, never while dpkg runs.
+worker to stop: it does so between steps, never while dpkg runs. A worker whose agent went away
+(stdout broken) finishes the transaction without reporting it.
 """
 
 from __future__ import annotations
@@ -982,17 +983,40 @@ def _last_line(text: str) -> str:
 
 
 class _Protocol:
-    """The JSON-lines stream to the handler (the process's original stdout)."""
+    """The JSON-lines stream to the handler (the process's original stdout).
+
+    The reader can go away in the middle of a transaction: the agent killed, or restarted by
+    systemd (KillMode=process) while dpkg runs. Then writing stops and the transaction goes on
+    to its end, so dpkg is never interrupted; the restarted agent runs the job again and finds
+    it done. An exception here would leave python-apt's commit with dpkg still running.
+    """
 
     def __init__(self, stream: IO[str]) -> None:
         self._stream = stream
+        self.reader_gone = False
 
     def send(self, message: Dict[str, Any]) -> None:
-        self._stream.write(json.dumps(message, sort_keys=True) + "\n")
-        self._stream.flush()
+        if self.reader_gone:
+            return
+        try:
+            self._stream.write(json.dumps(message, sort_keys=True) + "\n")
+            self._stream.flush()
+        except OSError as error:  # BrokenPipeError: the agent is gone
+            self.reader_gone = True
+            log.warning("the agent stopped reading (%s): going on to the end without it", error)
+            # Its stderr pipe is gone with it: what is still written (and what is left in
+            # the buffers at exit) goes nowhere instead of failing again.
+            _to_devnull(self._stream.fileno(), 1, 2)
 
     def progress(self, details: Dict[str, str]) -> None:
         self.send({"event": "progress", "details": details})
+
+
+def _to_devnull(*descriptors: int) -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for descriptor in descriptors:
+        os.dup2(devnull, descriptor)
+    os.close(devnull)
 
 
 def _take_stdio() -> Tuple[IO[str], str]:
