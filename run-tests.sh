@@ -20,9 +20,10 @@ cd "$here" || exit 2
 # mosquitto: the local broker; python3-apt: the APT handler; python3-venv: the environment;
 # python3-cryptography: the local service's certificates; dpkg-dev: building the test .debs
 # and repositories; openssl, ca-certificates: TLS; systemd: systemctl and systemd-analyze
-# (only their files: nothing is started; containers lack them).
+# (only their files: nothing is started; containers lack them); libfaketime: the wall clock
+# jump test (its preload library, in the multiarch folder).
 TEST_DEBIAN_PACKAGES=(mosquitto python3-apt python3-venv python3-cryptography dpkg-dev
-    openssl ca-certificates systemd)
+    openssl ca-certificates systemd libfaketime)
 
 ensure_debian_packages "${TEST_DEBIAN_PACKAGES[@]}" || exit 2
 ensure_venv "$here/.venv" requirements.txt requirements-local.txt requirements-test.txt || exit 2

@@ -12,8 +12,10 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 from agent_core_fixtures import (
@@ -34,7 +36,21 @@ from resilience_fixtures import set_option, through_proxy, wait_all_terminal
 pytest_plugins = ("resilience_fixtures",)
 pytestmark = pytest.mark.timeout(60)
 
-LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+
+def find_libfaketime() -> Optional[Path]:
+    """libfaketime's preload library: Debian's package libfaketime puts it in the host's
+    multiarch folder (/usr/lib/x86_64-linux-gnu, /usr/lib/aarch64-linux-gnu, ...)."""
+    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+    folders = [Path("/usr/lib") / multiarch] if multiarch else []
+    folders += [Path("/usr/lib"), Path("/usr/lib64")]
+    for folder in folders:
+        path = folder / "faketime" / "libfaketime.so.1"
+        if path.exists():
+            return path
+    return None
+
+
+LIBFAKETIME = find_libfaketime()
 
 
 # disk full
@@ -212,7 +228,7 @@ def test_a_certificate_removed_while_running_is_retried_without_hammering(
 # clock jumps
 
 
-@pytest.mark.skipif(not LIBFAKETIME.exists(), reason="needs libfaketime (Debian: libfaketime)")
+@pytest.mark.skipif(LIBFAKETIME is None, reason="needs libfaketime (Debian: libfaketime)")
 def test_wall_clock_jumps_during_a_job_change_nothing(stack, tmp_path):
     """The agent runs under libfaketime with a wall clock the test moves 2 days back, then 20
     days ahead, while a job runs with heartbeats every 0.3 s and a 1 s step timeout; the
