@@ -59,6 +59,7 @@ from agent.messages import first_duplicate_key, parse_message
 from agent.status_details import fit_status_details
 
 __all__ = [
+    "AGENT_SHUTTING_DOWN",
     "JobClient",
     "JobContext",
     "JobFailed",
@@ -81,6 +82,7 @@ SERVICE_TERMINAL_STATUSES = frozenset(
     ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "CANCELED", "REMOVED")
 )
 INTERRUPTED_REASON = "interrupted by agent restart"
+AGENT_SHUTTING_DOWN = "agent shutting down"  # JobContext.stop_reason once the agent stops
 
 
 class Status(str, enum.Enum):
@@ -676,7 +678,7 @@ class JobClient:
         self._stop_deadline = time.monotonic() + grace
         job = self._job
         if job is not None and job.context is not None:
-            job.context._request_stop("agent shutting down")
+            job.context._request_stop(AGENT_SHUTTING_DOWN)
         if job is not None and self._worker_busy and job.final is None:
             log.info("job %s: waiting up to %g s for it to finish", job.job_id, grace)
         if job is not None and job.final is not None and self._final_deadline is None:

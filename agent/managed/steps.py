@@ -32,13 +32,13 @@ from agent.managed.document import (
     parse_managed_document,
 )
 from agent.managed.process import current_user
+from job_client import AGENT_SHUTTING_DOWN
 
 log = logging.getLogger(__name__)
 
 NOT_SUPPORTED = "NOT_SUPPORTED"
 NOT_ALLOWED = "NOT_ALLOWED"
 STATE_FOLDER = "managed"
-SHUTDOWN_REASON = "agent shutting down"  # JobContext.stop_reason when the agent stops
 
 
 @dataclass
@@ -74,7 +74,7 @@ class StepRun:
 
 def agent_stopping(run: StepRun) -> bool:
     """True once the agent is shutting down (not when the service canceled the job)."""
-    return run.job.should_stop() and run.job.stop_reason == SHUTDOWN_REASON
+    return run.job.should_stop() and run.job.stop_reason == AGENT_SHUTTING_DOWN
 
 
 def stop_step(run: StepRun, what: str) -> NoReturn:
