@@ -1095,8 +1095,9 @@ class JobClient:
         if outcome.status is Status.IN_PROGRESS:
             self._hand_over(job, outcome)
             return
-        log.info("job %s: finished: %s", job.job_id, outcome.status.value)
         self._decide_final(job, outcome)
+        # after the journal write: from this line on, a restart delivers this outcome
+        log.info("job %s: finished: %s", job.job_id, outcome.status.value)
 
     def _hand_over(self, job: _Job, outcome: Outcome) -> None:
         """The handler asked to go on at the next start: record that, report nothing."""
