@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -178,6 +179,9 @@ class LocalJobsService(JobsService):
         self._depth = 0
         self._outbox: List[Tuple[str, dict]] = []
         self._timer_wakeup = threading.Condition(self._lock)
+        # The deadline the timer thread sleeps until (service clock); only an earlier new
+        # deadline wakes it, so a stream of requests does not keep waking it for nothing.
+        self._timer_due = math.inf
         self._stopping = threading.Event()
         self._timer_thread: Optional[threading.Thread] = None
         if run_timers:
@@ -261,7 +265,6 @@ class LocalJobsService(JobsService):
                         payloads.notify_next_payload(first, job, now),
                     )
                 )
-        self._timer_wakeup.notify_all()
 
     # control plane
 
@@ -571,6 +574,7 @@ class LocalJobsService(JobsService):
                             ),
                         )
                         self.store.update_execution(execution)
+                        self._wake_timer_for(execution)
                 else:
                     # QUEUED -> SUCCEEDED/FAILED/REJECTED is allowed: the DG shows QUEUED ->
                     # REJECTED, and nothing documents a refusal of the others.
@@ -648,7 +652,19 @@ class LocalJobsService(JobsService):
             step_deadline=self._step_deadline(execution, now, step_timeout_minutes),
         )
         self.store.update_execution(started)
+        self._wake_timer_for(started)
         return started
+
+    def _wake_timer_for(self, execution: JobExecution) -> None:
+        """Wake the timer thread when ``execution`` has a deadline before the one it waits for.
+
+        Deadlines only ever get removed elsewhere: the timer finds nothing due then, which
+        needs no early wake.
+        """
+        for deadline in (execution.in_progress_deadline, execution.step_deadline):
+            if deadline is not None and deadline < self._timer_due:
+                self._timer_wakeup.notify_all()
+                return
 
     def _cancel_execution(self, execution: JobExecution, now: float, force: bool) -> None:
         self.store.update_execution(
@@ -760,8 +776,10 @@ class LocalJobsService(JobsService):
                     deadline = self.store.next_deadline()
                     wait = 3600.0 if deadline is None else max(0.0, deadline - self.now())
                     if wait > 0 and not self._stopping.is_set():
-                        # Woken early by any change (_watching notifies) to re-read deadlines.
+                        # Woken early by a change that sets an earlier deadline (_wake_timer_for).
+                        self._timer_due = math.inf if deadline is None else deadline
                         self._timer_wakeup.wait(min(wait, 3600.0))
+                    self._timer_due = -math.inf
             except Exception:
                 log.exception("timer check failed; retrying in a second")
                 self._stopping.wait(1.0)
