@@ -373,14 +373,18 @@ def test_interrupted_job_claimed_while_stopping_stays_interrupted(stack, agent_f
     create_job(stack, "late-claim-1", {"jobType": "ONCE"})
     with FaultProxy(stack.mqtt_port) as proxy:
         through_proxy(stack, proxy)
-        agent = agent_factory(request_timeout_seconds=8.0)
+        proxy.delay(0.2, "down")  # every reply comes late, the claim's too
+        # The protocol thread itself asks for the stop as it sends the claim (ready), so the
+        # stop is queued before the claim's reply, whatever this thread's scheduling.
+        agent = agent_factory(
+            request_timeout_seconds=8.0,
+            on_ready=lambda: agent.client.stop(grace_seconds=0, wait=False),
+        )
         agent.add("ONCE", lambda d, j: {"ran": "again"})  # not safe to re-run
         interrupted = JobRecord("late-claim-1", 1, 2, Phase.RUNNING, attempt=1)
         agent.journal.save(JournalState(current=interrupted))
         agent.start(wait_ready=False)
-        wait_for(lambda: proxy.open_connections > 0, what="the agent to connect")
-        proxy.delay(0.2)  # the claim's reply arrives after the stop request
         assert agent.client.ready.wait(15)
-        agent.stop(grace_seconds=0)
+        assert agent.client.wait_stopped(30)
     # The next start must still see a job that was running when the agent went away.
     assert agent.journal.load().current == interrupted
