@@ -36,6 +36,32 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+class PortHold:
+    """Keeps a TCP port of ``host`` for one owner while its servers come and go.
+
+    A socket bound to the port with SO_REUSEADDR that never listens: the kernel hands that
+    port to no other bind(0) or connect(), while a server that sets SO_REUSEADDR too
+    (mosquitto, http.server) still binds and listens on it. Without it, a port from the
+    ephemeral range is anyone's between killing a broker or service and starting it again on
+    the same port (another test's server took one in that second).
+    """
+
+    def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
+        """Hold ``port`` (0: a free one). Raises OSError when something listens on it."""
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._socket.bind((host, port))
+        except OSError:
+            self._socket.close()
+            raise
+        self.port: int = self._socket.getsockname()[1]
+
+    def release(self) -> None:
+        """Let the port go; safe to call twice."""
+        self._socket.close()
+
+
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     """True when ``port`` can be bound on ``host``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from local_jobs.broker import Broker, free_port
+from local_jobs.broker import Broker, PortHold
 from local_jobs.certificates import CertificateSet, check_thing_name, ensure_certificates
 from local_jobs.model import thing_arn
 from local_jobs.processes import child_preexec
@@ -98,8 +98,10 @@ class LocalStack:
             if name not in self._things:
                 self._things.append(name)
         self.mqtt_host = "127.0.0.1"
-        self.mqtt_port = mqtt_port or free_port()
-        self.control_port = control_port or free_port()
+        # Both ports stay this stack's from here to stop(): restarts find them free.
+        self._port_holds: Dict[int, PortHold] = {}
+        self.mqtt_port = mqtt_port or self._hold_port(0)
+        self.control_port = control_port or self._hold_port(0)
         self.control_url = f"http://127.0.0.1:{self.control_port}"
         self.certs_dir = self.directory / "certs.d"
         self.broker_dir = self.directory / "broker.d"
@@ -121,6 +123,8 @@ class LocalStack:
         """
         self.directory.mkdir(parents=True, exist_ok=True)
         self.documents_dir.mkdir(exist_ok=True)
+        for port in (self.mqtt_port, self.control_port):
+            self._hold_port(port)
         self._certs = ensure_certificates(self.certs_dir, self._things)
         for name in self._things:
             self._write_settings(name)
@@ -139,6 +143,9 @@ class LocalStack:
         self.kill_service(graceful=True)
         if self._broker is not None:
             self._broker.stop()
+        for hold in self._port_holds.values():
+            hold.release()
+        self._port_holds.clear()
         _live_stacks.discard(self)
 
     def __enter__(self) -> LocalStack:
@@ -311,6 +318,21 @@ class LocalStack:
         self.start_service(timeout)
 
     # helpers
+
+    def _hold_port(self, port: int) -> int:
+        """Hold ``port`` (0: a free one) unless held already; a port given by the caller that
+        something else listens on is left unheld (its server then reports it). Returns it."""
+        if port in self._port_holds:
+            return port
+        try:
+            hold = PortHold(port)
+        except OSError as error:
+            if not port:
+                raise
+            log.info("port %d is in use (%s); not holding it", port, error)
+            return port
+        self._port_holds[hold.port] = hold
+        return hold.port
 
     def _control_plane_expected(self) -> bool:
         return (REPO_ROOT / "local_jobs" / "control_plane.py").exists()
