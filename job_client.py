@@ -353,6 +353,7 @@ class JobClient:
 
         # Protocol state: touched only by the protocol thread once started.
         self._state = JournalState()
+        self._state_unsaved = False  # _state differs from the journal file (see _finish)
         self._journal_trusted = False
         self._job: Optional[_Job] = None
         self._worker_busy = False
@@ -572,6 +573,7 @@ class JobClient:
             log.warning("disconnect failed: %s", error)
 
     def _shut_down(self) -> None:
+        self._save_unsaved()
         if self._connected_once or self._online:
             self._disconnect_quietly()
         self._online = False
@@ -599,6 +601,7 @@ class JobClient:
             now = time.monotonic()
             self._on_timers(now)
             self._pump(now)
+            self._save_unsaved()
 
     def _next_wakeup(self) -> Optional[float]:
         """Seconds until the nearest timer, or None to block until an event."""
@@ -1118,8 +1121,15 @@ class JobClient:
         self._job = None
 
     def _finish(self, job: _Job) -> None:
-        """Forget the job in hand and remember it as finished; look for the next one."""
-        self._save(self._state.finish(job.job_id, job.execution_number))
+        """Forget the job in hand and remember it as finished; look for the next one.
+
+        The journal is written once the next claim is sent, while it travels (the end of the
+        loop's turn). A crash before that leaves the journal with the final status the
+        service already took: the next start sends it again, learns it is recorded, and finds
+        the claimed job never started, as the journal records RUNNING before any start.
+        """
+        self._state = self._state.finish(job.job_id, job.execution_number)
+        self._state_unsaved = True
         self._job = None
         if not self._stopping:
             self._claim_wanted = True
@@ -1225,3 +1235,9 @@ class JobClient:
                     raise
                 log.error("cannot write the journal %s: %s", self._journal.path, error)
         self._state = state
+        self._state_unsaved = False
+
+    def _save_unsaved(self) -> None:
+        """Write the state ``_finish`` kept in memory, if no later save wrote it already."""
+        if self._state_unsaved:
+            self._save(self._state)
