@@ -573,7 +573,7 @@ class JobClient:
             log.warning("disconnect failed: %s", error)
 
     def _shut_down(self) -> None:
-        self._save_unsaved()
+        self._save_unsaved(force=True)
         if self._connected_once or self._online:
             self._disconnect_quietly()
         self._online = False
@@ -1123,10 +1123,12 @@ class JobClient:
     def _finish(self, job: _Job) -> None:
         """Forget the job in hand and remember it as finished; look for the next one.
 
-        The journal is written once the next claim is sent, while it travels (the end of the
-        loop's turn). A crash before that leaves the journal with the final status the
-        service already took: the next start sends it again, learns it is recorded, and finds
-        the claimed job never started, as the journal records RUNNING before any start.
+        The journal learns this with its next write: the RUNNING record of the job the next
+        claim hands out, or, when none comes, at the end of the loop's turn that ends the
+        claim (``_save_unsaved``). A crash before that leaves the journal with the final
+        status the service already took: the next start sends it again, learns it is
+        recorded, and finds a job claimed meanwhile never started, as the journal records
+        RUNNING before any start.
         """
         self._state = self._state.finish(job.job_id, job.execution_number)
         self._state_unsaved = True
@@ -1237,7 +1239,11 @@ class JobClient:
         self._state = state
         self._state_unsaved = False
 
-    def _save_unsaved(self) -> None:
-        """Write the state ``_finish`` kept in memory, if no later save wrote it already."""
+    def _save_unsaved(self, force: bool = False) -> None:
+        """Write the state ``_finish`` kept in memory, unless a later save wrote it already or
+        (unless ``force``) a claim is on its way: its job's RUNNING record will carry it."""
+        request = self._inflight
+        if not force and request is not None and request.kind is _Kind.CLAIM:
+            return
         if self._state_unsaved:
             self._save(self._state)

@@ -206,8 +206,12 @@ class Journal:
         """Replace the journal with ``state`` atomically and durably; make the state
         directory (mode 0700) if missing. Raises OSError."""
         data = state_to_json(state).encode("utf-8")
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self._tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        try:
+            fd = os.open(self._tmp_path, flags, 0o600)
+        except FileNotFoundError:  # no state directory (yet): make it only then
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self._tmp_path, flags, 0o600)
         try:
             view = memoryview(data)
             while view:
