@@ -64,6 +64,10 @@ class InstallReporter(apt.progress.base.InstallProgress):
     dpkg's) to ``log_fd``, so nothing can prompt and nothing reaches the protocol stream.
     """
 
+    # python-apt looks for dpkg's exit between waits on the status pipe, which it keeps open
+    # itself: every 0.1 s by default, so each job waited up to 0.1 s after dpkg had ended.
+    select_timeout = 0.01
+
     def __init__(self, emit: Emit, log_fd: int, phase: str = "installing") -> None:
         super().__init__()
         self.phase = phase

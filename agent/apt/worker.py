@@ -1077,4 +1077,11 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _status = main()
+    # The result is sent and the transaction is over (dpkg unlocked, work folder removed):
+    # skip the interpreter's teardown, which frees the apt cache object by object (30-40 ms)
+    # while the handler waits for this process to end.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_status)
