@@ -117,6 +117,9 @@ do_install() {
     ensure_debian_packages python3 python3-apt python3-venv || exit 2
     install_code
     ensure_venv "$prefix/venv" "$prefix/requirements.txt" || exit 1
+    # Bytecode made once here: the unit sets PYTHONDONTWRITEBYTECODE, so without it every
+    # start, and every APT job's worker process, would compile the agent's modules again.
+    "$prefix/venv/bin/python" -m compileall -q "$prefix/agent" "$prefix"/*.py >/dev/null || exit 1
     mkdir -p "$state_dir"
     chmod 0700 "$state_dir"
     install_settings

@@ -53,7 +53,20 @@ def test_install_copies_the_agent_but_not_the_local_service_tests_or_benchmarks(
     assert (code / "jobs_agent.py").is_file() == (Path(REPO_ROOT) / "jobs_agent.py").is_file()
     for absent in ("local_jobs", "tests", "bench", ".venv", ".git"):
         assert not (code / absent).exists(), absent
-    assert not list(code.glob("agent/**/__pycache__"))
+
+
+def test_install_compiles_the_agent_with_the_installed_python(installed):
+    code = installed / "opt/iot-jobs-agent"
+    tag = subprocess.run(
+        [str(code / "venv/bin/python"), "-c", "import sys; print(sys.implementation.cache_tag)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    modules = list(code.glob("agent/**/*.py")) + list(code.glob("*.py"))
+    assert modules
+    for module in modules:
+        assert (module.parent / "__pycache__" / f"{module.stem}.{tag}.pyc").is_file(), module
 
 
 def test_install_keeps_settings_and_state_private(installed):
