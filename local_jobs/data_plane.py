@@ -30,15 +30,15 @@ from local_jobs.model import (
     InvalidRequestError,
     InvalidStateTransitionError,
     RejectCode,
+    RequestThrottledError,
     ResourceNotFoundError,
     ServiceError,
+    TerminalStateError,
     VersionConflictError,
 )
 from local_jobs.service import (
     NEXT,
     LocalJobsService,
-    RequestThrottledError,
-    TerminalStateError,
     execution_state_of,
 )
 

@@ -197,6 +197,20 @@ class VersionConflictError(ServiceError):
     aws_type = "VersionConflictException"
 
 
+class TerminalStateError(ServiceError):
+    """Describe on an execution that is in a terminal status (device API TerminalStateReached)."""
+
+    http_status = 410
+    aws_type = "TerminalStateException"
+
+
+class RequestThrottledError(ServiceError):
+    """Too many requests from one thing (device API RequestThrottled)."""
+
+    http_status = 429
+    aws_type = "ThrottlingException"
+
+
 class JobsService:
     """The operations both front ends call; ``service.py`` implements them over SQLite.
 

@@ -65,6 +65,7 @@ from local_jobs.model import (
     RetryCriterion,
     RetryFailureType,
     ServiceError,
+    TerminalStateError,
     VersionConflictError,
 )
 from local_jobs.store import Store
@@ -75,20 +76,6 @@ Publisher = Callable[[str, dict], None]
 NEXT = "$next"
 MAX_RETRIES_PER_EXECUTION = 10  # DG: up to 10 retries for both failure types combined
 MAX_DESCRIPTION_CHARS = 2028  # botocore JobDescription
-
-
-class TerminalStateError(ServiceError):
-    """Describe on an execution that is in a terminal status (device API TerminalStateReached)."""
-
-    http_status = 410
-    aws_type = "TerminalStateException"
-
-
-class RequestThrottledError(ServiceError):
-    """Too many requests from one thing (device API RequestThrottled)."""
-
-    http_status = 429
-    aws_type = "ThrottlingException"
 
 
 def execution_state_of(error: BaseException) -> Optional[JobExecution]:
