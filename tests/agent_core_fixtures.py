@@ -15,8 +15,9 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -222,6 +223,34 @@ class AgentProcess:
             self.process.kill()
             self.process.wait(10)
         self._log.close()
+
+
+@contextmanager
+def running_jobs_agent(
+    settings_path: Path, log_path: Path, stop_timeout: float = 20.0
+) -> Iterator[subprocess.Popen]:
+    """``jobs_agent.py -c settings_path`` as a user starts it, its output in ``log_path``.
+
+    On leaving, a still-running agent gets SIGTERM, then SIGKILL after ``stop_timeout``.
+    """
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, str(REPO / "jobs_agent.py"), "-c", str(settings_path)],
+            cwd=REPO,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(stop_timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def make_pem(not_before: datetime.datetime, not_after: datetime.datetime) -> bytes:

@@ -6,12 +6,8 @@ throwaway root filled from the test repository.
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-
 import pytest
-from agent_core_fixtures import REPO, create_job, wait_status
+from agent_core_fixtures import create_job, running_jobs_agent, wait_status
 from apt_fixtures import apt_repository, apt_root, apt_template  # noqa: F401
 from resilience_fixtures import set_option
 
@@ -23,25 +19,8 @@ def apt_agent(stack, apt_root, tmp_path):  # noqa: F811
     settings_path = stack.thing("thing-1").settings_path
     set_option(settings_path, "apt", "root_dir", apt_root.path)
     set_option(settings_path, "apt", "allowed_packages", "alpha, beta, gamma")
-    log_path = tmp_path / "agent.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, str(REPO / "jobs_agent.py"), "-c", str(settings_path)],
-            cwd=REPO,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            yield process
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-
+    with running_jobs_agent(settings_path, tmp_path / "agent.log", stop_timeout=30) as process:
+        yield process
 
 def test_apt_update_job_installs_the_package_and_reports_it(stack, apt_root, apt_agent):  # noqa: F811
     create_job(stack, "apt-1", {"jobType": "APT_UPDATE", "aptPackageName": "alpha"})

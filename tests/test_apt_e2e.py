@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import configparser
 import itertools
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from agent_core_fixtures import create_job, execution, wait_for, wait_status
+from agent_core_fixtures import create_job, execution, running_jobs_agent, wait_for, wait_status
 from apt_helpers import POSTINST_FAILURE, LockHolder
 
 from local_jobs.stack import LocalStack
@@ -62,25 +60,12 @@ def device(tmp_path_factory, apt_template):
     with open(settings_path, "w") as stream:
         parser.write(stream)
     log = folder / "agent.log"
-    with open(log, "ab") as output:
-        agent = subprocess.Popen(
-            [sys.executable, str(REPO / "jobs_agent.py"), "-c", str(settings_path)],
-            cwd=REPO,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
     try:
-        wait_for(lambda: "listening for jobs" in log.read_text(errors="replace"), 20,
-                 "the agent to connect")
-        yield Device(stack, agent, log, root)
+        with running_jobs_agent(settings_path, log) as agent:
+            wait_for(lambda: "listening for jobs" in log.read_text(errors="replace"), 20,
+                     "the agent to connect")
+            yield Device(stack, agent, log, root)
     finally:
-        agent.terminate()
-        try:
-            agent.wait(20)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.wait()
         stack.stop()
 
 

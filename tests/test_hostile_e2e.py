@@ -8,12 +8,9 @@ no apt worker is started (the handler logs every start). Documents the service i
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 
 import pytest
-from agent_core_fixtures import REPO, execution, wait_status
+from agent_core_fixtures import execution, running_jobs_agent, wait_status
 from botocore.exceptions import ClientError
 from resilience_fixtures import set_option
 
@@ -75,22 +72,10 @@ def hostile_setup(tmp_path_factory):
     set_option(settings_path, "apt", "root_dir", apt_root)
     set_option(settings_path, "apt", "allowed_packages", "cowsay")
     log_path = folder / "agent.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, str(REPO / "jobs_agent.py"), "-c", str(settings_path)],
-            cwd=REPO,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
     try:
-        yield stack, sentinel, log_path, apt_root
+        with running_jobs_agent(settings_path, log_path):
+            yield stack, sentinel, log_path, apt_root
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
         stack.stop()
 
 
