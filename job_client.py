@@ -53,6 +53,7 @@ from typing import Any, Callable, Dict, Mapping, MutableMapping, Optional, Tuple
 from AWSIoTPythonSDK.exception.operationError import operationError
 from AWSIoTPythonSDK.exception.operationTimeoutException import operationTimeoutException
 
+from agent.activity import Activity
 from agent.errors import JobError, JobFailed, JobHandedOver, JobRejected
 from agent.journal import JobRecord, Journal, JournalState, Phase
 from agent.messages import first_duplicate_key, parse_message
@@ -73,6 +74,9 @@ log = logging.getLogger(__name__)
 
 Filter = Callable[[Any], Any]
 Handler = Callable[[dict, "JobContext"], Optional[Mapping[str, str]]]
+# Checks a claimed document before any filter or handler sees it: returns the document to
+# dispatch (e.g. without a signature field) or raises JobRejected/JobFailed with the reason.
+DocumentGate = Callable[[str, Dict[str, Any]], Dict[str, Any]]
 
 QOS = 1
 RUN_ID_KEY = "agentRun"  # statusDetails key start-next sets, naming the agent run that claimed
@@ -310,6 +314,8 @@ class JobClient:
         keepalive_seconds: int = 60,
         on_ready: Optional[Callable[[], None]] = None,
         explain_connection_failure: Optional[Callable[[], Optional[str]]] = None,
+        document_gate: Optional[DocumentGate] = None,
+        activity: Optional[Activity] = None,
     ) -> None:
         if not thing_name:
             raise ValueError("thing_name must not be empty")
@@ -337,6 +343,8 @@ class JobClient:
         self._keepalive = keepalive_seconds
         self._on_ready = on_ready
         self._explain = explain_connection_failure
+        self._document_gate = document_gate
+        self._activity = activity if activity is not None else Activity()
         self._prefix = f"$aws/things/{thing_name}/jobs/"
         self._handlers: list = []
         self._run_id = uuid.uuid4().hex[:12]
@@ -1004,6 +1012,14 @@ class JobClient:
             log.warning("job %s: %s; rejecting", job.job_id, problem)
             self._decide_final(job, Outcome.rejected(problem, "INVALID_DOCUMENT"))
             return
+        if self._document_gate is not None:
+            try:
+                job.document = self._document_gate(job.job_id, job.document)
+            except JobError as error:
+                outcome = outcome_of_error(error)
+                log.warning("job %s: %s; %s", job.job_id, error.reason, outcome.status.value)
+                self._decide_final(job, outcome)
+                return
         registration = self._select(job.document)
         if registration is None:
             reason = self._no_handler_reason(job.document)
