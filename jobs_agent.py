@@ -46,7 +46,9 @@ def get_job_type(document: Any) -> Any:
     return document.get("jobType") if isinstance(document, dict) else None
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def parse_args(
+    argv: Optional[Sequence[str]], default_settings: Path = DEFAULT_SETTINGS
+) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="jobs_agent.py",
         description="AWS IoT Jobs device agent (APT_UPDATE jobs, AWS managed job templates).",
@@ -55,8 +57,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         "-c",
         "--config",
         type=Path,
-        default=DEFAULT_SETTINGS,
-        help=f"settings file (default: {DEFAULT_SETTINGS})",
+        default=default_settings,
+        help=f"settings file (default: {default_settings})",
     )
     parser.add_argument(
         "--check-config",
@@ -302,9 +304,13 @@ def _wait_for_shutdown(
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the agent; see the module docstring for the exit status."""
-    args = parse_args(argv)
+def main(argv: Optional[Sequence[str]] = None, default_settings: Path = DEFAULT_SETTINGS) -> int:
+    """Run the agent; see the module docstring for the exit status.
+
+    ``default_settings``: the settings file used without ``-c`` (the Debian package's
+    ``/usr/bin/iot-jobs-agent`` passes ``/etc/iot-jobs-agent/settings.conf``).
+    """
+    args = parse_args(argv, default_settings)
     configure_logging(args.log_level or "INFO")
     path = args.config
     try:
