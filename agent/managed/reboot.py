@@ -31,10 +31,27 @@ from agent.managed.steps import (
 )
 
 COMMAND_TIMEOUT_SECONDS = 60.0
+KERNEL_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+# The same file as PID 1 sees it. In a container (systemd-nspawn, LXC) the boot id of the
+# container is a file mounted over the kernel's; a unit's own mount namespace
+# (ProtectControlGroups=yes) loses that mount and shows the kernel's id, which no reboot of the
+# container changes. PID 1's view is the system's own everywhere; unreadable without root.
+INIT_BOOT_ID = Path("/proc/1/root") / KERNEL_BOOT_ID.relative_to("/")
 
 
 def read_boot_id(path: Path) -> str:
-    """The boot id in ``path``. Raises JobFailed when it cannot be read."""
+    """The boot id in ``path``. Raises JobFailed when it cannot be read.
+
+    For the default path, the boot id PID 1 sees when this process may read it (see
+    INIT_BOOT_ID), so a container's reboot is seen from inside a hardened unit too.
+    """
+    if Path(path) == KERNEL_BOOT_ID:
+        try:
+            text = INIT_BOOT_ID.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        if text:
+            return text
     try:
         text = Path(path).read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError) as error:
