@@ -65,10 +65,35 @@ run_pytest() {
     fi
     return "$rc"
 }
-step pytest run_pytest "$@"
+# The system tier (tests/system) boots Debian guests with systemd: root with CAP_SYS_ADMIN,
+# systemd-nspawn and debootstrap; one guest at a time, so without xdist. It runs after the
+# suite when the command has no arguments, and says why when it cannot.
+SYSTEM_TIER_PACKAGES=(systemd-container debootstrap zstd dpkg-dev debhelper dh-python python3-pip
+    lintian)
+system_tier() {
+    local reason
+    if [ "$(id -u)" -eq 0 ]; then
+        ensure_debian_packages "${SYSTEM_TIER_PACKAGES[@]}" || return 1
+    fi
+    reason=$(.venv/bin/python -c 'import sys; sys.path.insert(0, "tests/system")
+from guest import system_tier_unavailable
+print(system_tier_unavailable() or "")') || return 1
+    if [ -n "$reason" ]; then
+        echo "system tier SKIPPED: $reason"
+        return 0
+    fi
+    .venv/bin/python -m pytest -p no:xdist tests/system
+}
+
+if [ "$#" -eq 0 ]; then
+    step pytest run_pytest --ignore=tests/system
+    step "system tier" system_tier
+else
+    step pytest run_pytest "$@"
+fi
 
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "FAILED steps: ${failed[*]}"
     exit 1
 fi
-echo "All steps passed: ruff, Python 3.9 checks, pytest."
+echo "All steps passed: ruff, Python 3.9 checks, pytest, system tier (or its skip, said above)."

@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from device import Device, build_agent_deb, test_packages  # noqa: E402
+from device import Device, build_agent_deb, scenario_packages  # noqa: E402
 from guest import Guest, make_root, system_tier_unavailable  # noqa: E402
 
 from agent.version import __version__  # noqa: E402
@@ -79,7 +79,7 @@ def booted_device(release: str, tmp_path_factory, jobs_stack, agent_debs) -> Ite
     try:
         guest.boot()
         device = Device(guest, jobs_stack)
-        device.publish([agent_debs[__version__]], test_packages())
+        device.publish([agent_debs[__version__]], scenario_packages())
         yield device
     finally:
         guest.shutdown()

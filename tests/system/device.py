@@ -57,7 +57,7 @@ def restarter_package() -> Package:
     )})
 
 
-def test_packages() -> Sequence[Package]:
+def scenario_packages() -> Sequence[Package]:
     return (
         Package("rs-hello", "1.0"),
         Package("rs-hello", "2.0"),
@@ -175,8 +175,10 @@ class Device:
             ) from None
 
     def wait_postinst_started(self, package: str, timeout: float = 60.0) -> None:
-        marker = self.guest.path(f"/run/systest-{package}-started")
-        wait_until(marker.exists, timeout, f"{package}'s postinst to start")
+        # /run is the guest's own tmpfs: look from inside.
+        marker = f"/run/systest-{package}-started"
+        wait_until(lambda: self.guest.run("test", "-e", marker, check=False).returncode == 0,
+                   timeout, f"{package}'s postinst to start")
 
     def apt_job(self, job_id: str, package: str, version: str = "") -> None:
         document: Dict[str, Any] = {"jobType": "APT_UPDATE", "aptPackageName": package}
