@@ -1,4 +1,4 @@
-"""Run one program for a step: no shell, optional other user, bounded in time and output.
+"""Run child processes for the agent: no shell, optional other user, bounded in time and output.
 
 stdout and stderr are drained at the same time by two threads, so a chatty program never
 blocks on a full pipe, and only the last ``tail_bytes`` of each are kept, so output of any
