@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 from agent.apt.document import AptRequest, parse_request
-from agent.errors import JobRejected
+from agent.errors import JobError, JobRejected
 
 # Error codes of failed jobs. The worker reports all but the last two, which the handler adds.
 NOT_FOUND = "NOT_FOUND"
@@ -37,9 +37,29 @@ CANCELED = "CANCELED"
 TIMEOUT = "TIMEOUT"
 WORKER_FAILED = "WORKER_FAILED"
 
+# The worker's environment, and that of every dpkg it runs: nothing may ask a question.
+NONINTERACTIVE_ENVIRONMENT = {
+    "DEBIAN_FRONTEND": "noninteractive",
+    "DEBIAN_PRIORITY": "critical",
+    "NEEDRESTART_MODE": "a",
+    "NEEDRESTART_SUSPEND": "1",
+    "APT_LISTCHANGES_FRONTEND": "none",
+    "UCF_FORCE_CONFFOLD": "1",
+    "LC_ALL": "C.UTF-8",
+}
+
 INSTALL = "install"
 REMOVE = "remove"
 OPERATIONS = (INSTALL, REMOVE)
+
+
+class WorkerFailure(JobError):
+    """The worker's transaction cannot go on: an error code, a reason and extra details (the
+    worker sends them as its ``ok: false`` result)."""
+
+    def __init__(self, code: str, reason: str, details: Optional[Dict[str, str]] = None):
+        super().__init__(reason, code, details)
+        self.code: str = code
 
 
 @dataclass(frozen=True)
