@@ -16,23 +16,20 @@ import json
 import os
 import queue
 import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Deque, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence
 
 from agent.apt.document import INVALID_DOCUMENT, AptRequest, check_allowed, parse_document
 from agent.apt.protocol import CANCELED, INSTALL, REMOVE, TIMEOUT, WORKER_FAILED, WorkerConfig
 from agent.apt.settings import AptSettings
 from agent.errors import JobFailed, JobRejected
+from agent.process import POLL_SECONDS, Child, Lines, spawn
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WORKER_MODULE = "agent.apt.worker"
 STDERR_TAIL_LINES = 20
-KILL_GRACE_SECONDS = 5.0
-POLL_SECONDS = 0.2
 _EOF = object()
 
 
@@ -121,48 +118,36 @@ class _WorkerRun:
         path = environment.get("PYTHONPATH")
         environment["PYTHONPATH"] = str(PROJECT_ROOT) + (os.pathsep + path if path else "")
         started = time.monotonic()
-        process = subprocess.Popen(
+        stdout, stderr = Lines(self._message), Lines(self._log_line)
+
+        def stdout_end() -> None:
+            stdout.close()
+            self.messages.put(_EOF)
+
+        child = spawn(
             self.command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=stdout,
+            stderr=stderr,
+            stdout_end=stdout_end,
+            stdin_pipe=True,
             env=environment,
             cwd=str(PROJECT_ROOT),
-            start_new_session=True,
         )
-        self.job.log.info("apt worker started (pid %d)", process.pid)
-        readers = [
-            threading.Thread(
-                target=self._read_messages, args=(process.stdout,), name="apt-worker-stdout"
-            ),
-            threading.Thread(
-                target=self._read_log, args=(process.stderr,), name="apt-worker-stderr"
-            ),
-        ]
-        for reader in readers:
-            reader.daemon = True
-            reader.start()
+        self.job.log.info("apt worker started (pid %d)", child.pid)
         try:
-            self._send_request(process)
-            result = self._watch(process, started + self.timeout)
+            child.send_input(json.dumps(self.config.to_json()).encode())
+            result = self._watch(child, started + self.timeout)
         finally:
-            self._stop(process)
-            for reader in readers:
-                reader.join(timeout=KILL_GRACE_SECONDS)
+            if child.poll() is None:
+                self._kill(child)
+            child.join_readers()
+            stderr.close()
         if result is None:
-            raise JobFailed(self._crash_reason(process.returncode), WORKER_FAILED,
+            raise JobFailed(self._crash_reason(child.returncode), WORKER_FAILED,
                             {"log": "\n".join(self.stderr_tail)})
         return result
 
-    def _send_request(self, process: subprocess.Popen) -> None:
-        assert process.stdin is not None
-        try:
-            process.stdin.write(json.dumps(self.config.to_json()).encode())
-            process.stdin.close()
-        except BrokenPipeError:
-            pass  # the worker died at once; _watch reports it
-
-    def _watch(self, process: subprocess.Popen, deadline: float) -> Optional[Dict[str, Any]]:
+    def _watch(self, child: Child, deadline: float) -> Optional[Dict[str, Any]]:
         result: Optional[Dict[str, Any]] = None
         stop_sent = False
         while True:
@@ -171,7 +156,10 @@ class _WorkerRun:
             except queue.Empty:
                 message = None
             if message is _EOF:
-                process.wait()
+                child.wait()
+                if result is None and stop_sent:
+                    # Asked to stop before it could report (even before it could catch SIGTERM).
+                    raise JobFailed("the job was stopped", CANCELED)
                 return result
             if isinstance(message, dict):
                 if message.get("event") == "progress" and isinstance(message.get("details"), dict):
@@ -180,10 +168,10 @@ class _WorkerRun:
                     result = message
             if not stop_sent and self.job.should_stop():
                 self.job.log.info("job should stop: asking the apt worker to stop between steps")
-                process.send_signal(signal.SIGTERM)
+                child.signal(signal.SIGTERM)
                 stop_sent = True
             if time.monotonic() >= deadline:
-                self._kill(process)
+                self._kill(child)
                 raise JobFailed(
                     f"the apt transaction did not finish within {self.timeout:g}s "
                     "([apt] job_timeout_seconds); it was killed, and the next APT_UPDATE job "
@@ -191,43 +179,27 @@ class _WorkerRun:
                     TIMEOUT,
                     {"log": "\n".join(self.stderr_tail)},
                 )
-            if stop_sent and result is None and process.poll() is not None:
+            if stop_sent and result is None and child.poll() is not None:
                 # Gone without a result after being asked to stop.
                 raise JobFailed("the job was stopped", CANCELED)
 
-    def _read_messages(self, stream: IO[bytes]) -> None:
-        for raw in stream:
-            try:
-                message = json.loads(raw)
-            except ValueError:
-                self.job.log.warning("apt worker wrote a non-JSON line: %r", raw[:200])
-                continue
-            self.messages.put(message)
-        self.messages.put(_EOF)
+    def _message(self, raw: bytes) -> None:
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            self.job.log.warning("apt worker wrote a non-JSON line: %r", raw[:200])
+            return
+        self.messages.put(message)
 
-    def _read_log(self, stream: IO[bytes]) -> None:
-        for raw in stream:
-            line = raw.decode("utf-8", "replace").rstrip()
-            self.stderr_tail.append(line)
-            self.job.log.info("apt worker: %s", line)
+    def _log_line(self, raw: bytes) -> None:
+        line = raw.decode("utf-8", "replace").rstrip()
+        self.stderr_tail.append(line)
+        self.job.log.info("apt worker: %s", line)
 
-    def _kill(self, process: subprocess.Popen) -> None:
+    def _kill(self, child: Child) -> None:
         """Stop the worker's whole session (dpkg and maintainer scripts too)."""
-        self.job.log.warning("killing the apt worker (pid %d) and its children", process.pid)
-        for sig, wait in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, None)):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                process.wait(timeout=wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-
-    def _stop(self, process: subprocess.Popen) -> None:
-        if process.poll() is None:
-            self._kill(process)
+        self.job.log.warning("killing the apt worker (pid %d) and its children", child.pid)
+        child.end_group()
 
     def _crash_reason(self, status: Optional[int]) -> str:
         tail = "\n".join(self.stderr_tail)
