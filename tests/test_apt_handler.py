@@ -7,6 +7,7 @@ agent, the broker and the local Jobs service.
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -388,27 +389,29 @@ def test_package_published_after_the_last_refresh_is_found(tmp_path):
 
 
 def keep_lists_uncompressed(root: AptRoot) -> None:
-    """Debian's default (Docker's Debian images set Acquire::GzipIndexes): the lists of a
-    file: repository are then a symlink to its Packages."""
+    """Debian's default (Docker's Debian images set Acquire::GzipIndexes): apt 2.x then keeps
+    the lists of a file: repository as a symlink to its Packages; apt 3.0 copies them."""
     (root.path / "etc/apt/apt.conf.d/50uncompressed-lists").write_text(
         'Acquire::GzipIndexes "false";\n'
     )
 
 
 def file_repository_root(tmp_path, *names: str) -> Tuple[AptRoot, Dict[str, Path]]:
-    """A root reading one file: repository per name (holding that package), lists fresh
-    and kept as symlinks."""
+    """A root reading one file: repository per name (holding that package), lists fresh and
+    uncompressed: symlinks into the repository on apt 2.x, copies on apt 3.0. The tests below
+    hold on both."""
     folders = {name: tmp_path / f"repo-{name}" for name in names}
     repositories = [build_repository(folders[name], [Package(name, "1.0")]) for name in names]
     root = make_root(tmp_path / "root", [r.sources_line() for r in repositories])
     keep_lists_uncompressed(root)
     root.refresh_lists()
     lists = list((root.path / "var/lib/apt/lists").glob("*Packages*"))
-    assert len(lists) == len(names) and all(path.is_symlink() for path in lists), lists
+    assert len(lists) == len(names), lists
     return root, folders
 
 
-def test_lists_left_dangling_by_a_removed_file_repository_do_not_stop_a_job(tmp_path):
+def test_lists_of_a_removed_file_repository_do_not_stop_a_job(tmp_path):
+    # apt 2.x: the lists entry dangles once the repository is gone; apt 3.0: a copy remains
     root, folders = file_repository_root(tmp_path, "alpha", "gone")
     shutil.rmtree(folders["gone"])
 
@@ -418,7 +421,7 @@ def test_lists_left_dangling_by_a_removed_file_repository_do_not_stop_a_job(tmp_
     assert root.installed_version("alpha") == "1.0"
 
 
-def test_old_lists_kept_as_symlinks_are_refreshed(tmp_path):
+def test_old_uncompressed_lists_of_a_file_repository_are_refreshed(tmp_path):
     root, _ = file_repository_root(tmp_path, "alpha")
     root.age_lists(2 * 24 * 3600)
 
@@ -427,8 +430,12 @@ def test_old_lists_kept_as_symlinks_are_refreshed(tmp_path):
     assert details["listsRefreshed"] == "true"
 
 
-def test_young_lists_kept_as_symlinks_are_not_refreshed(tmp_path):
-    root, _ = file_repository_root(tmp_path, "alpha")
+def test_young_uncompressed_lists_of_a_file_repository_are_not_refreshed(tmp_path):
+    # on apt 2.x the symlink's target carries the repository's time, not the refresh's
+    root, folders = file_repository_root(tmp_path, "alpha")
+    old = time.time() - 3 * 24 * 3600
+    for path in folders["alpha"].iterdir():
+        os.utime(path, (old, old))
 
     details = run_job(root, {"aptPackageName": "alpha"})
 
