@@ -103,6 +103,41 @@ def run_job(
     return handler(document, job or StandInJob())
 
 
+class JobThread:
+    """An APT_UPDATE job run on ``root`` in a thread (see ``run_job``), so a test can act
+    while it runs; ``result()`` joins it and returns its details or raises its error."""
+
+    def __init__(
+        self, root: AptRoot, document: Dict[str, Any], job: StandInJob, **settings: Any
+    ) -> None:
+        self.job = job
+        self._outcome: Dict[str, Any] = {}
+        self._thread = threading.Thread(
+            target=self._run, args=(root, document, settings), name="apt-job", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, root: AptRoot, document: Dict[str, Any], settings: Dict[str, Any]) -> None:
+        try:
+            self._outcome["details"] = run_job(root, document, self.job, **settings)
+        except BaseException as error:  # handed to the test thread by result()
+            self._outcome["error"] = error
+
+    def wait_for_phase(self, phase: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while phase not in self.job.phases():
+            assert self._thread.is_alive(), f"the job ended before {phase}: {self._outcome}"
+            assert time.monotonic() < deadline, f"no {phase} within {timeout}s: {self.job.progress}"
+            time.sleep(0.05)
+
+    def result(self, timeout: float = 60.0) -> Dict[str, str]:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the job did not end"
+        if "error" in self._outcome:
+            raise self._outcome["error"]
+        return self._outcome["details"]
+
+
 class LockHolder:
     """Another process holding ``path`` locked (the way apt-get or unattended-upgrades do)."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Dict, Tuple
 
 import pytest
-from apt_helpers import POSTINST_FAILURE, StandInJob, run_job
+from apt_helpers import POSTINST_FAILURE, JobThread, StandInJob, run_job
 
 from agent.errors import JobFailed, JobRejected
 from local_jobs.apt_repo import AptRoot, Package, build_repository, make_root
@@ -440,3 +440,92 @@ def test_young_uncompressed_lists_of_a_file_repository_are_not_refreshed(tmp_pat
     details = run_job(root, {"aptPackageName": "alpha"})
 
     assert details["listsRefreshed"] == "false"
+
+
+# -- another package manager at work while the job waits for the dpkg lock ------------------
+
+
+def while_waiting_for_the_lock(root, lock_holder, document, change, monkeypatch, **settings):
+    """Run ``document`` while another process holds dpkg's frontend lock; once the job waits
+    for it, ``change()`` dpkg's state the way that other package manager would; then release."""
+    holder = lock_holder(root.frontend_lock)
+    running = JobThread(root, document, StandInJob(), lock_timeout_seconds=60, **settings)
+    running.wait_for_phase("waiting_for_lock")
+    monkeypatch.setenv("DPKG_FRONTEND_LOCKED", "1")  # the holder's dpkg runs under its lock
+    change()
+    holder.release()
+    return running
+
+
+def test_a_newer_version_installed_during_the_lock_wait_is_not_downgraded(
+    apt_root, apt_repository, lock_holder, monkeypatch
+):
+    running = while_waiting_for_the_lock(
+        apt_root,
+        lock_holder,
+        {"aptPackageName": "alpha", "aptPackageVersion": "1.0"},
+        lambda: apt_root.install(apt_repository.deb("alpha", "2.0")),
+        monkeypatch,
+    )
+
+    with pytest.raises(JobFailed) as raised:
+        running.result()
+
+    assert raised.value.code == "DOWNGRADE"
+    assert apt_root.installed_version("alpha") == "2.0"
+
+
+def test_version_before_is_read_after_the_lock_wait(
+    apt_root, apt_repository, lock_holder, monkeypatch
+):
+    running = while_waiting_for_the_lock(
+        apt_root,
+        lock_holder,
+        {"aptPackageName": "alpha"},
+        lambda: apt_root.install(apt_repository.deb("alpha", "1.0")),
+        monkeypatch,
+    )
+
+    details = running.result()
+
+    assert (details["result"], details["versionBefore"], details["versionAfter"]) == (
+        "upgraded",
+        "1.0",
+        "2.0",
+    )
+
+
+def test_a_hold_set_during_the_lock_wait_is_respected(
+    apt_root, apt_repository, lock_holder, monkeypatch
+):
+    apt_root.install(apt_repository.deb("alpha", "1.0"))
+    running = while_waiting_for_the_lock(
+        apt_root, lock_holder, {"aptPackageName": "alpha"}, lambda: apt_root.hold("alpha"),
+        monkeypatch,
+    )
+
+    with pytest.raises(JobFailed) as raised:
+        running.result()
+
+    assert raised.value.code == "HELD"
+    assert apt_root.installed_version("alpha") == "1.0"
+
+
+def test_dpkg_repaired_by_another_process_during_the_lock_wait_is_not_repaired_again(
+    apt_root, apt_repository, lock_holder, monkeypatch
+):
+    apt_root.unpack(apt_repository.deb("gamma", "1.0"))
+    running = while_waiting_for_the_lock(
+        apt_root,
+        lock_holder,
+        {"aptPackageName": "alpha"},
+        lambda: apt_root.dpkg("--configure", "-a"),
+        monkeypatch,
+    )
+
+    details = running.result()
+
+    assert details["result"] == "installed"
+    assert details["dpkgRepaired"] == "false"
+    assert "repairing_dpkg" not in running.job.phases()
+    assert apt_root.status("gamma")["Status"] == "install ok installed"

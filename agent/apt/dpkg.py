@@ -39,6 +39,40 @@ def admin_dir() -> Path:
     return Path(apt_pkg.config.find_file("Dir::State::status")).parent
 
 
+def state_stamp(root_dir: Optional[str]) -> Tuple[Any, ...]:
+    """What changes whenever dpkg's or apt's state does: dpkg's status file and journal, apt's
+    extended states and package lists (a file's inode, time and size; the journal's entries).
+
+    Taken before the cache is read and again once the lock is held: when they differ, another
+    package manager ran meanwhile and the cache is read again.
+    """
+    if root_dir is not None:  # as apt.Cache(rootdir=) configures apt
+        root = Path(root_dir)
+        status, states, lists = (
+            root / "var/lib/dpkg/status",
+            root / "var/lib/apt/extended_states",
+            root / "var/lib/apt/lists",
+        )
+    else:
+        status = Path(apt_pkg.config.find_file("Dir::State::status"))
+        states = Path(apt_pkg.config.find_file("Dir::State::extended_states"))
+        lists = Path(apt_pkg.config.find_dir("Dir::State::Lists"))
+    journal = status.parent / "updates"
+    try:
+        entries: Tuple[str, ...] = tuple(sorted(os.listdir(journal)))
+    except OSError:
+        entries = ()
+    return (*(_file_stamp(path) for path in (status, states, lists, journal)), entries)
+
+
+def _file_stamp(path: Path) -> Optional[Tuple[int, int, int]]:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_ino, info.st_mtime_ns, info.st_size)
+
+
 def wait_for_lock(
     attempt: Callable[[], Any],
     lock_file: Path,

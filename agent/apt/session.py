@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import apt
 import apt.cache
@@ -64,6 +64,7 @@ class AptSession:
         self.lists_refreshed = "false"
         self.notes: List[str] = []
         self.log_tail = ""
+        self._stamp: Tuple[Any, ...] = ()
         self._lock = dpkg.DpkgLock(
             config.lock_timeout_seconds, emit, self.check_stop, self._repair
         )
@@ -103,6 +104,7 @@ class AptSession:
     def open_cache(self) -> None:
         """Open the apt cache (of ``root_dir`` when set), without locks."""
         self.emit({"phase": "opening_cache"}, True)
+        self._stamp = dpkg.state_stamp(self.config.root_dir)
         try:
             self.cache = apt.Cache(rootdir=self.config.root_dir)
         except SystemError as error:
@@ -110,8 +112,16 @@ class AptSession:
 
     def lock_dpkg(self) -> None:
         """Take the dpkg lock (frontend + admin), waiting up to the lock timeout; an
-        interrupted dpkg's journal is replayed on the way."""
-        if self._lock.take():
+        interrupted dpkg's journal is replayed on the way.
+
+        Every decision is made from the state as it is once the lock is held: when another
+        package manager changed it since the cache was read (during the wait, typically),
+        the cache is read again.
+        """
+        replayed = self._lock.take()
+        if replayed or dpkg.state_stamp(self.config.root_dir) != self._stamp:
+            if not replayed:
+                log.info("dpkg's state changed while this job waited: reading it again")
             self.cache.open(None)
 
     def repair_dpkg(self) -> None:
