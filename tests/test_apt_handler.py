@@ -7,6 +7,7 @@ agent, the broker and the local Jobs service.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import threading
@@ -17,6 +18,7 @@ from typing import Dict, Tuple
 import pytest
 from apt_helpers import POSTINST_FAILURE, JobThread, StandInJob, run_job
 
+from agent.apt.dpkg import lock_log_due
 from agent.errors import JobFailed, JobRejected
 from local_jobs.apt_repo import AptRoot, Package, build_repository, make_root
 
@@ -262,6 +264,39 @@ def test_lock_held_by_another_process_is_waited_for(apt_root, lock_holder):
     waiting = [entry for entry in job.progress if entry.get("phase") == "waiting_for_lock"]
     assert waiting, job.progress
     assert f"pid {holder.pid} (" in waiting[0]["lockHolder"]
+
+
+def test_the_log_says_who_holds_the_lock_while_a_job_waits(apt_root, lock_holder, caplog):
+    holder = lock_holder(apt_root.frontend_lock)
+    releaser = threading.Timer(1.5, holder.release)
+    releaser.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="tests.apt"):
+            run_job(apt_root, {"aptPackageName": "alpha"}, lock_timeout_seconds=30)
+    finally:
+        releaser.cancel()
+
+    waiting = [line for line in caplog.messages if "waiting for" in line]
+    assert waiting, caplog.messages
+    assert waiting[0].startswith(f"apt worker: waiting for {apt_root.frontend_lock}, held by ")
+    assert f"pid {holder.pid} (" in waiting[0]
+
+
+@pytest.mark.parametrize(
+    ("logged_at", "waited", "due"),
+    [(None, 0.0, True), (0.0, 29.9, False), (0.0, 30.0, True), (30.0, 45.0, False)],
+)
+def test_a_lock_wait_is_logged_at_once_then_every_30_seconds(logged_at, waited, due):
+    assert lock_log_due(logged_at, waited) is due
+
+
+def test_worker_log_lines_carry_one_prefix(apt_root, caplog):
+    with caplog.at_level(logging.INFO, logger="tests.apt"):
+        run_job(apt_root, {"aptPackageName": "alpha"})
+
+    worker_lines = [line for line in caplog.messages if line.startswith(("dpkg: ", "apt worker"))]
+    assert any(line.startswith("dpkg: Setting up alpha") for line in worker_lines), worker_lines
+    assert not [line for line in worker_lines if "agent.apt" in line or "INFO" in line]
 
 
 def test_lock_held_past_the_deadline_fails_lock_timeout_naming_the_holder(apt_root, lock_holder):

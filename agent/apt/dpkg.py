@@ -27,6 +27,7 @@ DPKG_REPAIR_OPTIONS = ("--force-confdef", "--force-confold", "--configure", "-a"
 LOCK_ERROR = re.compile(r"Could not get lock|Unable to acquire|Unable to lock|Failed to lock")
 LOCK_HOLDER = re.compile(r"held by process (\d+)(?: \(([^)]*)\))?")
 LOG_TAIL_LINES = 15
+LOCK_LOG_SECONDS = 30.0  # while a job waits for a lock, the log says so this often
 # Package states dpkg --configure -a finishes (apt's pkgCache::State::PkgCurrentState).
 UNPACKED, HALF_CONFIGURED, TRIGGERS_AWAITED, TRIGGERS_PENDING = 1, 2, 7, 8
 PENDING_STATES = (UNPACKED, HALF_CONFIGURED, TRIGGERS_AWAITED, TRIGGERS_PENDING)
@@ -89,6 +90,7 @@ def wait_for_lock(
     started = time.monotonic()
     deadline = started + timeout_seconds
     delay = 0.05
+    logged_at: Optional[float] = None
     while True:
         try:
             return attempt()
@@ -98,6 +100,15 @@ def wait_for_lock(
                 raise
             holder = lock_holder(text, lock_file)
             waited = time.monotonic() - started
+            if lock_log_due(logged_at, waited):
+                logged_at = waited
+                log.info(
+                    "waiting for %s, held by %s (%.0f s so far, up to %g s)",
+                    lock_file,
+                    holder,
+                    waited,
+                    timeout_seconds,
+                )
             if time.monotonic() >= deadline:
                 raise WorkerFailure(
                     LOCK_TIMEOUT,
@@ -117,6 +128,11 @@ def wait_for_lock(
             check_stop("while waiting for the dpkg lock")
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 1.0)
+
+
+def lock_log_due(logged_at: Optional[float], waited: float) -> bool:
+    """Say that a job waits for a lock at once, then every LOCK_LOG_SECONDS (pure)."""
+    return logged_at is None or waited - logged_at >= LOCK_LOG_SECONDS
 
 
 class DpkgLock:

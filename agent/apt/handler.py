@@ -30,6 +30,8 @@ from agent.process import POLL_SECONDS, Child, Lines, spawn
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WORKER_MODULE = "agent.apt.worker"
 STDERR_TAIL_LINES = 20
+DPKG_PREFIX = "dpkg: "  # the worker's copy of dpkg's output
+WARNING_PREFIXES = ("warning: ", "error: ", "critical: ")
 _EOF = object()
 
 
@@ -192,9 +194,16 @@ class _WorkerRun:
         self.messages.put(message)
 
     def _log_line(self, raw: bytes) -> None:
+        """One worker line into the job's log with one prefix: ``dpkg:`` (dpkg's output,
+        prefixed by the worker) or ``apt worker:``."""
         line = raw.decode("utf-8", "replace").rstrip()
         self.stderr_tail.append(line)
-        self.job.log.info("apt worker: %s", line)
+        if line.startswith(DPKG_PREFIX):
+            self.job.log.info("%s", line)
+        elif line.startswith(WARNING_PREFIXES):
+            self.job.log.warning("apt worker: %s", line.split(": ", 1)[1])
+        else:
+            self.job.log.info("apt worker: %s", line)
 
     def _kill(self, child: Child) -> None:
         """Stop the worker's whole session (dpkg and maintainer scripts too)."""

@@ -36,6 +36,16 @@ from agent.apt.session import AptSession
 log = logging.getLogger("agent.apt.worker")
 
 
+class _LineFormatter(logging.Formatter):
+    """``message``, or ``warning: message`` / ``error: message`` above INFO."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {text}"
+        return text
+
+
 class _Protocol:
     """The JSON-lines stream to the handler (the process's original stdout).
 
@@ -87,9 +97,11 @@ def _take_stdio() -> Tuple[IO[str], str]:
 
 def main() -> int:
     """Run one transaction; 0 when a result (success or failure) was sent, 2 otherwise."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    # The handler adds the one prefix a worker line gets in the agent's log (dpkg's own
+    # lines already start "dpkg: "); only a warning or error says what it is.
+    output = logging.StreamHandler(sys.stderr)
+    output.setFormatter(_LineFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[output])
     stream, request_text = _take_stdio()
     protocol = _Protocol(stream)
     try:
