@@ -58,23 +58,39 @@ time.sleep(float(sys.argv[2]))
 
 
 class StandInJob:
-    """The JobContext surface the handler uses: job_id, log, report_progress, should_stop."""
+    """The JobContext surface the handler uses: job_id, attempt, log, report_progress,
+    should_stop, stop_reason. ``stop_after`` seconds: stopped as if the service canceled it;
+    ``request_stop(reason)``: stopped now (AGENT_SHUTTING_DOWN: the agent stops)."""
 
-    def __init__(self, job_id: str = "job-apt-1", stop_after: Optional[float] = None) -> None:
+    def __init__(
+        self, job_id: str = "job-apt-1", stop_after: Optional[float] = None, attempt: int = 1
+    ) -> None:
         self.job_id = job_id
         self.execution_number = 1
-        self.attempt = 1
+        self.attempt = attempt
         self.log = logging.LoggerAdapter(logging.getLogger("tests.apt"), {"job_id": job_id})
         self.progress: List[Dict[str, str]] = []
         self._lock = threading.Lock()
         self._stop_at = None if stop_after is None else time.monotonic() + stop_after
+        self._stop_reason = ""
 
     def report_progress(self, details: Mapping[str, Any]) -> None:
         with self._lock:
             self.progress.append(dict(details))
 
     def should_stop(self) -> bool:
+        if self._stop_reason:
+            return True
         return self._stop_at is not None and time.monotonic() >= self._stop_at
+
+    @property
+    def stop_reason(self) -> str:
+        if self._stop_reason:
+            return self._stop_reason
+        return "canceled" if self.should_stop() else ""
+
+    def request_stop(self, reason: str) -> None:
+        self._stop_reason = reason
 
     def phases(self) -> List[str]:
         with self._lock:

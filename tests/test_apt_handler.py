@@ -19,7 +19,8 @@ import pytest
 from apt_helpers import POSTINST_FAILURE, JobThread, StandInJob, run_job
 
 from agent.apt.dpkg import lock_log_due
-from agent.errors import JobFailed, JobRejected
+from agent.errors import JobFailed, JobHandedOver, JobRejected
+from job_client import AGENT_SHUTTING_DOWN
 from local_jobs.apt_repo import AptRoot, Package, build_repository, make_root
 
 pytest_plugins = ("apt_fixtures",)
@@ -564,3 +565,51 @@ def test_dpkg_repaired_by_another_process_during_the_lock_wait_is_not_repaired_a
     assert details["dpkgRepaired"] == "false"
     assert "repairing_dpkg" not in running.job.phases()
     assert apt_root.status("gamma")["Status"] == "install ok installed"
+
+
+# -- the agent stops while dpkg runs -----------------------------------------------------------
+
+
+def test_agent_stopping_while_dpkg_runs_hands_the_job_over_and_the_rerun_reports_it(
+    apt_root, tmp_path
+):
+    state_dir = tmp_path / "state"
+    document = {"aptPackageName": "finishing"}  # its postinst takes 2 s
+    first = JobThread(apt_root, document, StandInJob(), state_dir=state_dir)
+    wait_until(lambda: (apt_root.path / "finishing-started").exists(), "dpkg to run the postinst")
+
+    first.job.request_stop(AGENT_SHUTTING_DOWN)
+    with pytest.raises(JobHandedOver):
+        first.result()
+
+    # handed over at once, dpkg still running (the worker, in its own session, goes on)
+    assert not (apt_root.path / "finishing-done").exists()
+    details = run_job(apt_root, document, StandInJob(attempt=2), state_dir=state_dir)
+
+    assert (apt_root.path / "finishing-done").exists()
+    assert (details["result"], details["versionBefore"], details["versionAfter"]) == (
+        "installed",
+        "none",
+        "1.0",
+    )
+    assert details["dpkgRepaired"] == "false"
+    assert not list((state_dir / "apt").iterdir())  # the kept versions go with the job
+
+
+def test_a_job_canceled_by_the_service_while_dpkg_runs_still_finishes(apt_root, tmp_path):
+    job = StandInJob()
+    running = JobThread(apt_root, {"aptPackageName": "finishing"}, job)
+    wait_until(lambda: (apt_root.path / "finishing-started").exists(), "dpkg to run the postinst")
+
+    job.request_stop("canceled by the service")
+    details = running.result()
+
+    assert details["result"] == "installed"
+    assert apt_root.status("finishing")["Status"] == "install ok installed"
+
+
+def wait_until(condition, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout}s"
+        time.sleep(0.02)

@@ -131,7 +131,9 @@ def test_agent_killed_while_dpkg_runs_leaves_dpkg_to_finish_and_the_restart_succ
     apt_agent.start()
     done = wait_status(stack, "orphan-1", timeout=60)
     assert done["status"] == "SUCCEEDED", done
-    assert done["details"]["result"] == "already-installed"
+    # what the job as a whole did: the first attempt's version before is kept
+    assert (done["details"]["result"], done["details"]["versionBefore"]) == ("installed", "none")
+    assert done["details"]["versionAfter"] == "1.0"
     assert done["details"]["dpkgRepaired"] == "false"
     assert "resuming (attempt 2)" in apt_agent.log_text()
 

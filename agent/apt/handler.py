@@ -24,7 +24,8 @@ from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence
 from agent.apt.document import INVALID_DOCUMENT, AptRequest, check_allowed, parse_document
 from agent.apt.protocol import CANCELED, INSTALL, REMOVE, TIMEOUT, WORKER_FAILED, WorkerConfig
 from agent.apt.settings import AptSettings
-from agent.errors import JobFailed, JobRejected
+from agent.apt.versions import forget_versions, versions_path
+from agent.errors import JobFailed, JobHandedOver, JobRejected
 from agent.process import POLL_SECONDS, Child, Lines, spawn
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +33,8 @@ WORKER_MODULE = "agent.apt.worker"
 STDERR_TAIL_LINES = 20
 DPKG_PREFIX = "dpkg: "  # the worker's copy of dpkg's output
 WARNING_PREFIXES = ("warning: ", "error: ", "critical: ")
+# Progress phases of a running dpkg (the worker sends one before dpkg starts).
+DPKG_PHASES = ("installing", "removing", "repairing_dpkg")
 _EOF = object()
 
 
@@ -40,8 +43,11 @@ class AptUpdateHandler:
 
     Raises JobRejected for a document that fails validation or names a package outside
     ``[apt] allowed_packages`` (no worker is started), JobFailed for a transaction that did not
-    succeed (errorCode from the worker, or TIMEOUT, CANCELED, WORKER_FAILED). Re-running a job
-    converges: what is installed already is reported ``already-installed``.
+    succeed (errorCode from the worker, or TIMEOUT, CANCELED, WORKER_FAILED), JobHandedOver when
+    the agent stops while dpkg runs (the worker goes on; the next start runs the job again).
+    Re-running a job converges: what is installed already is reported ``already-installed``,
+    unless an earlier attempt of the same job installed it (its versions before are kept in
+    ``<state_dir>/apt/``, see agent/apt/versions.py).
     """
 
     safe_to_rerun = True
@@ -84,6 +90,11 @@ class AptUpdateHandler:
         return details
 
     def _run_worker(self, request: AptRequest, job: Any, operation: str) -> Dict[str, str]:
+        versions_file = None
+        if self.settings.state_dir is not None and not request.dry_run:
+            versions_file = versions_path(self.settings.state_dir, str(job.job_id))
+            if getattr(job, "attempt", 1) <= 1:
+                forget_versions(versions_file)  # left by an execution that was not resumed
         config = WorkerConfig(
             request=request,
             job_id=str(job.job_id),
@@ -92,8 +103,17 @@ class AptUpdateHandler:
             lists_max_age_minutes=self.settings.lists_max_age_minutes,
             min_free_space_mb=self.settings.min_free_space_mb,
             operation=operation,
+            versions_file=str(versions_file) if versions_file else None,
         )
-        message = _WorkerRun(self._command, config, job, self.settings).run()
+        handed_over = False
+        try:
+            message = _WorkerRun(self._command, config, job, self.settings).run()
+        except JobHandedOver:
+            handed_over = True  # the next start reports the job: it needs the versions kept
+            raise
+        finally:
+            if versions_file is not None and not handed_over:
+                forget_versions(versions_file)
         if not message.get("ok"):
             raise JobFailed(
                 str(message.get("reason") or "the apt worker failed"),
@@ -113,9 +133,13 @@ class _WorkerRun:
         self.timeout = settings.job_timeout_seconds
         self.messages: queue.Queue[Any] = queue.Queue()
         self.stderr_tail: Deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self.dpkg_running = False  # past the point of no return: the worker no longer stops
+        self.handed_over = False
 
     def run(self) -> Dict[str, Any]:
-        """The worker's result message. Raises JobFailed (TIMEOUT, CANCELED, WORKER_FAILED)."""
+        """The worker's result message. Raises JobFailed (TIMEOUT, CANCELED, WORKER_FAILED),
+        or JobHandedOver when the agent stops while dpkg runs (the worker is left running:
+        it lives in its own session and finishes the transaction without the agent)."""
         environment = dict(os.environ)
         path = environment.get("PYTHONPATH")
         environment["PYTHONPATH"] = str(PROJECT_ROOT) + (os.pathsep + path if path else "")
@@ -140,10 +164,11 @@ class _WorkerRun:
             child.send_input(json.dumps(self.config.to_json()).encode())
             result = self._watch(child, started + self.timeout)
         finally:
-            if child.poll() is None:
-                self._kill(child)
-            child.join_readers()
-            stderr.close()
+            if not self.handed_over:
+                if child.poll() is None:
+                    self._kill(child)
+                child.join_readers()
+                stderr.close()
         if result is None:
             raise JobFailed(self._crash_reason(child.returncode), WORKER_FAILED,
                             {"log": "\n".join(self.stderr_tail)})
@@ -166,8 +191,21 @@ class _WorkerRun:
             if isinstance(message, dict):
                 if message.get("event") == "progress" and isinstance(message.get("details"), dict):
                     self.job.report_progress(message["details"])
+                    if message["details"].get("phase") in DPKG_PHASES:
+                        self.dpkg_running = True
                 elif message.get("event") == "result":
                     result = message
+            if result is None and self.dpkg_running and agent_stopping(self.job):
+                # Waiting would hold the agent's stop up for as long as dpkg runs (and for
+                # ever when a maintainer script restarts the agent and waits for that).
+                self.handed_over = True
+                self.job.log.info(
+                    "the agent stops while dpkg runs: apt worker pid %d goes on alone", child.pid
+                )
+                raise JobHandedOver(
+                    "the agent stopped while dpkg was running; dpkg goes on, and the next start "
+                    "waits for it and reports what dpkg shows"
+                )
             if not stop_sent and self.job.should_stop():
                 self.job.log.info("job should stop: asking the apt worker to stop between steps")
                 child.signal(signal.SIGTERM)
@@ -218,6 +256,14 @@ class _WorkerRun:
                 "python3-apt (a venv needs --system-site-packages)"
             )
         return f"the apt worker exited with status {status} without a result"
+
+
+def agent_stopping(job: Any) -> bool:
+    """True once the agent is stopping (not when the service ended the job)."""
+    # agent/job.py's StopReason replaces the string once it lands
+    from job_client import AGENT_SHUTTING_DOWN
+
+    return job.should_stop() and getattr(job, "stop_reason", "") == AGENT_SHUTTING_DOWN
 
 
 def describe(request: AptRequest) -> str:

@@ -9,7 +9,7 @@ database.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional
 
 import apt_pkg
@@ -90,7 +90,7 @@ class Install:
         session.check_stop("before downloading")
         downloaded = session.download()
         session.check_stop("before installing (nothing was installed)")
-        session.commit()
+        session.commit({target.name: target.before for target in self.targets})
         self.verify()
         session.remove_archives(downloaded)
         return self.result()
@@ -218,8 +218,15 @@ class Install:
                 )
 
     def result(self) -> Dict[str, Any]:
-        """The outcome as a JSON-ready value (the handler turns it into statusDetails)."""
+        """The outcome as a JSON-ready value (the handler turns it into statusDetails).
+
+        A re-run after a crash reports the versions before of the job's first attempt."""
         dry_run = self.request.dry_run
+        first = self.session.first_versions
+        shown = [
+            replace(target, before=first[target.name]) if target.name in first else target
+            for target in self.targets
+        ]
         return {
             "packages": [
                 {
@@ -230,7 +237,7 @@ class Install:
                     "result": "dry-run" if dry_run and target.result != "already-installed"
                     else target.result,
                 }
-                for target in self.targets
+                for target in shown
             ],
             "otherChanges": self.other_changes,
             "rebootRequired": self.session.reboot_required(),

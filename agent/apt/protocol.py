@@ -73,6 +73,9 @@ class WorkerConfig:
     lists_max_age_minutes: float
     min_free_space_mb: int
     operation: str = INSTALL
+    # Where the job's versions before are kept across agent restarts (JSON {name: version or
+    # null}); the worker reads it at its start and adds to it before dpkg runs.
+    versions_file: Optional[str] = None
 
     def to_json(self) -> Dict[str, Any]:
         """The JSON object the handler writes to the worker's stdin."""
@@ -84,6 +87,7 @@ class WorkerConfig:
             "listsMaxAgeMinutes": self.lists_max_age_minutes,
             "minFreeSpaceMb": self.min_free_space_mb,
             "operation": self.operation,
+            "versionsFile": self.versions_file,
         }
 
     @classmethod
@@ -96,6 +100,11 @@ class WorkerConfig:
         root_dir = data.get("rootDir")
         if root_dir is not None and not (isinstance(root_dir, str) and os.path.isabs(root_dir)):
             raise ValueError(f"rootDir must be an absolute path, got {root_dir!r}")
+        versions_file = data.get("versionsFile")
+        if versions_file is not None and not (
+            isinstance(versions_file, str) and os.path.isabs(versions_file)
+        ):
+            raise ValueError(f"versionsFile must be an absolute path, got {versions_file!r}")
         operation = data.get("operation", INSTALL)
         if operation not in OPERATIONS:
             raise ValueError(f"operation must be one of {', '.join(OPERATIONS)}, got {operation!r}")
@@ -109,6 +118,7 @@ class WorkerConfig:
             lists_max_age_minutes=float(data["listsMaxAgeMinutes"]),
             min_free_space_mb=int(data["minFreeSpaceMb"]),
             operation=operation,
+            versions_file=versions_file,
         )
 
 

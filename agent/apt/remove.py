@@ -68,7 +68,11 @@ class Removal:
         if self.request.dry_run or not self.session.changes():
             return self.result()
         self.session.check_stop("before removing (nothing was removed)")
-        self.session.commit(phase="removing", failure_code=REMOVE_FAILED)
+        self.session.commit(
+            {removed.name: removed.before for removed in self.removals},
+            phase="removing",
+            failure_code=REMOVE_FAILED,
+        )
         self.verify()
         return self.result()
 
@@ -204,17 +208,19 @@ class Removal:
     def result(self) -> Dict[str, Any]:
         """The outcome as a JSON-ready value (the handler turns it into statusDetails)."""
         dry_run = self.request.dry_run
+        first = self.session.first_versions  # a re-run after a crash: the first attempt's
         packages = []
         for removed in self.removals:
-            if removed.before is None:
+            before = first.get(removed.name, removed.before)
+            if before is None:
                 outcome = "not-installed"
             else:
                 outcome = "dry-run" if dry_run else "removed"
             packages.append(
                 {
                     "name": removed.name,
-                    "before": removed.before,
-                    "after": removed.before if dry_run else None,
+                    "before": before,
+                    "after": before if dry_run else None,
                     "target": None,
                     "result": outcome,
                 }

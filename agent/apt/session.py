@@ -35,6 +35,7 @@ from agent.apt.protocol import (
     WorkerConfig,
     WorkerFailure,
 )
+from agent.apt.versions import add_versions, read_versions
 
 log = logging.getLogger("agent.apt.worker")
 
@@ -65,6 +66,10 @@ class AptSession:
         self.notes: List[str] = []
         self.log_tail = ""
         self._stamp: Tuple[Any, ...] = ()
+        # An earlier attempt's versions before (a re-run after a crash): what results report.
+        self.first_versions: Dict[str, Optional[str]] = (
+            read_versions(Path(config.versions_file)) if config.versions_file else {}
+        )
         self._lock = dpkg.DpkgLock(
             config.lock_timeout_seconds, emit, self.check_stop, self._repair
         )
@@ -220,11 +225,25 @@ class AptSession:
             ) from None
         return fetched
 
-    def commit(self, phase: str = "installing", failure_code: str = INSTALL_FAILED) -> None:
+    def commit(
+        self,
+        versions_before: Dict[str, Optional[str]],
+        phase: str = "installing",
+        failure_code: str = INSTALL_FAILED,
+    ) -> None:
         """Run dpkg through python-apt, non-interactively; archives are already downloaded.
 
-        Raises WorkerFailure(``failure_code``) with dpkg's errors when dpkg fails.
+        First the requested packages' ``versions_before`` are kept for a re-run (see
+        agent/apt/versions.py), then the ``phase`` event tells the handler dpkg runs from
+        here on. Raises WorkerFailure(``failure_code``) with dpkg's errors when dpkg fails.
         """
+        kept_in = self.config.versions_file
+        if kept_in:
+            try:
+                add_versions(Path(kept_in), versions_before)
+            except OSError as error:
+                log.warning("cannot keep the versions before in %s: %s", kept_in, error)
+        self.emit({"phase": phase}, True)
         log_path = self.work_dir / "dpkg.log"
         with open(log_path, "ab") as dpkg_log:
             install_progress = InstallReporter(self.emit, dpkg_log.fileno(), phase)
