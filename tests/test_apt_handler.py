@@ -613,3 +613,22 @@ def wait_until(condition, what: str, timeout: float = 30.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"no {what} within {timeout}s"
         time.sleep(0.02)
+
+
+def test_a_broken_package_failing_a_later_install_is_named_with_the_requested_ones_state(
+    apt_root,
+):
+    failure(apt_root, {"aptPackageName": "bad"})  # its postinst fails: left half-configured
+
+    error = failure(apt_root, {"aptPackageName": "needs-reboot"})
+
+    assert error.code == "INSTALL_FAILED"
+    assert error.details["blockingPackage"] == "bad"
+    assert "bad is half-configured" in error.reason
+    assert "AWS-Remove-Application job for bad" in error.reason
+    assert error.reason.startswith("needs-reboot installed, but dpkg failed: ")
+    # the requested package did install, and its postinst asked for a reboot
+    assert (error.details["result"], error.details["versionBefore"]) == ("installed", "none")
+    assert error.details["versionAfter"] == "1.0"
+    assert error.details["rebootRequired"] == "true"
+    assert apt_root.status("needs-reboot")["Status"] == "install ok installed"

@@ -31,6 +31,12 @@ LOCK_LOG_SECONDS = 30.0  # while a job waits for a lock, the log says so this of
 # Package states dpkg --configure -a finishes (apt's pkgCache::State::PkgCurrentState).
 UNPACKED, HALF_CONFIGURED, TRIGGERS_AWAITED, TRIGGERS_PENDING = 1, 2, 7, 8
 PENDING_STATES = (UNPACKED, HALF_CONFIGURED, TRIGGERS_AWAITED, TRIGGERS_PENDING)
+STATE_NAMES = {
+    UNPACKED: "unpacked",
+    HALF_CONFIGURED: "half-configured",
+    TRIGGERS_AWAITED: "triggers-awaited",
+    TRIGGERS_PENDING: "triggers-pending",
+}
 
 Emit = Callable[[Dict[str, str], bool], None]
 

@@ -305,6 +305,13 @@ def failure_details(request: AptRequest, message: Mapping[str, Any]) -> Dict[str
         if key != "log":
             details.setdefault(str(key), str(value))
     state = message.get("result") or {}
+    packages = list(state.get("packages") or [])
+    if packages:  # what the requested packages are now, although the job failed
+        details["result"] = _per_package(packages, "result")
+        details["versionBefore"] = _per_package(packages, "before")
+        details["versionAfter"] = _per_package(packages, "after")
+    if "rebootRequired" in state:
+        details["rebootRequired"] = "true" if state["rebootRequired"] else "false"
     details.update(_state_details(state))
     if state.get("notes"):
         details["notes"] = "; ".join(state["notes"])

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 
 import apt_pkg
 
+from agent.apt import dpkg
 from agent.apt.document import PackageRequest
 from agent.apt.protocol import (
     BROKEN,
@@ -90,7 +91,10 @@ class Install:
         session.check_stop("before downloading")
         downloaded = session.download()
         session.check_stop("before installing (nothing was installed)")
-        session.commit({target.name: target.before for target in self.targets})
+        try:
+            session.commit({target.name: target.before for target in self.targets})
+        except WorkerFailure as failure:
+            raise self.explain_failure(failure) from None
         self.verify()
         session.remove_archives(downloaded)
         return self.result()
@@ -200,6 +204,40 @@ class Install:
                 UNTRUSTED,
                 f"not from a trusted (signed) source: {', '.join(untrusted)}",
             )
+
+    def explain_failure(self, failure: WorkerFailure) -> WorkerFailure:
+        """dpkg failed: add what dpkg's database shows of the requested packages (versions
+        after, rebootRequired) and name the packages dpkg left unfinished that the job did
+        not ask for: an earlier broken maintainer script fails every later install."""
+        self.cache.open(None)
+        requested = {target.name for target in self.targets}
+        blocking = {
+            name: dpkg.STATE_NAMES.get(self.cache[name]._pkg.current_state, "unfinished")
+            for name in dpkg.pending_packages(self.cache)
+            if name not in requested
+        }
+        packages = []
+        for entry, target in zip(self.result()["packages"], self.targets):
+            package = self.cache[target.name]
+            after = package.installed.version if package.installed is not None else None
+            done = after == target.version and package._pkg.current_state == (
+                apt_pkg.CURSTATE_INSTALLED
+            )
+            result = entry["result"] if done else "failed"
+            packages.append({**entry, "after": after, "result": result})
+        reboot = self.session.reboot_required()
+        failure.outcome = {"packages": packages, "rebootRequired": reboot}
+        if blocking:
+            names = ", ".join(sorted(blocking))
+            left = "; ".join(f"{name} is {state}" for name, state in sorted(blocking.items()))
+            installed = [entry["name"] for entry in packages if entry["result"] != "failed"]
+            failure.details["blockingPackage"] = names
+            failure.reason = (
+                (f"{', '.join(installed)} installed, but " if installed else "")
+                + f"{failure.reason} ({left}: it fails every install until it is repaired or "
+                f"removed; an AWS-Remove-Application job for {names} clears it)"
+            )
+        return failure
 
     def verify(self) -> None:
         """Re-read dpkg's database: every requested package must be installed at its target."""

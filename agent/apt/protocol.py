@@ -60,6 +60,8 @@ class WorkerFailure(JobError):
     def __init__(self, code: str, reason: str, details: Optional[Dict[str, str]] = None):
         super().__init__(reason, code, details)
         self.code: str = code
+        # What the failed job still did, for the result (e.g. "packages", "rebootRequired").
+        self.outcome: Dict[str, Any] = {}
 
 
 @dataclass(frozen=True)

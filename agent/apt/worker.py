@@ -134,7 +134,7 @@ def main() -> int:
                     "errorCode": failure.code,
                     "reason": failure.reason,
                     "details": details,
-                    "result": session.state(),
+                    "result": {**session.state(), **failure.outcome},
                 }
             )
             return 0
