@@ -23,8 +23,6 @@ import logging
 import os
 import signal
 import sys
-import tempfile
-from pathlib import Path
 from typing import IO, Any, Dict, Tuple
 
 from agent.apt.install import Install
@@ -32,6 +30,7 @@ from agent.apt.progress import Throttle
 from agent.apt.protocol import REMOVE, WorkerConfig, WorkerFailure
 from agent.apt.remove import Removal
 from agent.apt.session import AptSession
+from agent.apt.workdir import work_dir
 
 log = logging.getLogger("agent.apt.worker")
 
@@ -118,8 +117,8 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     emit = Throttle(protocol.progress)
-    with tempfile.TemporaryDirectory(prefix="apt-worker-") as work_dir:
-        session = AptSession(config, emit, lambda: bool(stop_requested), Path(work_dir))
+    with work_dir() as folder:
+        session = AptSession(config, emit, lambda: bool(stop_requested), folder)
         plan = Removal(session) if config.operation == REMOVE else Install(session)
         try:
             result = plan.run()
