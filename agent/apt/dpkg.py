@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import apt.cache
 import apt_pkg
 
+from agent.apt.inhibit import shutdown_delayed
 from agent.apt.protocol import BROKEN, LOCK_TIMEOUT, NONINTERACTIVE_ENVIRONMENT, WorkerFailure
 
 log = logging.getLogger("agent.apt.worker")
@@ -230,7 +231,7 @@ def run_repair(pending: List[str], log_path: Path, emit: Emit) -> Tuple[int, str
     emit({"phase": "repairing_dpkg"}, True)
     log.info("dpkg was interrupted (%s): running %s --configure -a", ", ".join(pending), dpkg)
     environment = dict(os.environ, DPKG_FRONTEND_LOCKED="1", **NONINTERACTIVE_ENVIRONMENT)
-    with open(log_path, "wb") as output:
+    with open(log_path, "wb") as output, shutdown_delayed("dpkg --configure -a runs"):
         status = subprocess.run(
             [dpkg, *DPKG_REPAIR_OPTIONS],
             stdin=subprocess.DEVNULL,

@@ -22,6 +22,7 @@ import apt.progress.base
 import apt_pkg
 
 from agent.apt import dpkg
+from agent.apt.inhibit import shutdown_delayed
 from agent.apt.progress import AcquireReporter, InstallReporter
 from agent.apt.protocol import (
     BROKEN,
@@ -248,12 +249,13 @@ class AptSession:
         with open(log_path, "ab") as dpkg_log:
             install_progress = InstallReporter(self.emit, dpkg_log.fileno(), phase)
             try:
-                # Archives are downloaded already: commit's own fetch step only checks them.
-                self.cache.commit(
-                    fetch_progress=apt.progress.base.AcquireProgress(),
-                    install_progress=install_progress,
-                    allow_unauthenticated=False,
-                )
+                with shutdown_delayed(f"dpkg runs job {self.config.job_id}"):
+                    # Archives are downloaded already: commit's own fetch step checks them.
+                    self.cache.commit(
+                        fetch_progress=apt.progress.base.AcquireProgress(),
+                        install_progress=install_progress,
+                        allow_unauthenticated=False,
+                    )
                 failure = None
             except SystemError as error:
                 failure = str(error)
