@@ -140,3 +140,15 @@ def test_without_logind_the_job_goes_on_and_says_so_once(apt_root, monkeypatch, 
     assert details["result"] == "installed"
     said = [line for line in caplog.messages if "no shutdown inhibitor" in line]
     assert len(said) == 1, caplog.messages
+
+
+def test_without_logind_a_repair_and_an_install_say_so_once(
+    apt_root, apt_repository, monkeypatch, caplog
+):
+    apt_root.unpack(apt_repository.deb("gamma", "1.0"))  # the job repairs dpkg first
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/system_bus_socket")
+    with caplog.at_level(logging.INFO, logger="tests.apt"):
+        details = run_job(apt_root, {"aptPackageName": "alpha"})
+
+    assert details["dpkgRepaired"] == "true"
+    assert len([line for line in caplog.messages if "no shutdown inhibitor" in line]) == 1

@@ -24,6 +24,7 @@ log = logging.getLogger("agent.apt.worker")
 LOGIND = "org.freedesktop.login1"
 LOGIND_PATH = "/org/freedesktop/login1"
 WHO = "iot-jobs-agent"
+_unavailable: list = []  # why there is no lock, once known (said once per worker)
 
 
 @contextmanager
@@ -38,11 +39,12 @@ def shutdown_delayed(why: str) -> Iterator[bool]:
 
 
 def _take(why: str) -> Optional[int]:
+    if _unavailable:
+        return None
     try:
         import dbus  # python3-dbus, imported only when dpkg is about to run
     except ImportError:
-        log.info("no shutdown inhibitor while dpkg runs: python3-dbus is not installed")
-        return None
+        return _without("python3-dbus is not installed")
     try:
         manager = dbus.Interface(
             dbus.SystemBus().get_object(LOGIND, LOGIND_PATH), f"{LOGIND}.Manager"
@@ -50,6 +52,9 @@ def _take(why: str) -> Optional[int]:
         descriptor = manager.Inhibit("shutdown", WHO, why, "delay")
         return int(descriptor.take())
     except dbus.exceptions.DBusException as error:
-        name = error.get_dbus_name() or "no system bus"
-        log.info("no shutdown inhibitor while dpkg runs (logind not reachable: %s)", name)
-        return None
+        return _without(f"logind not reachable: {error.get_dbus_name() or 'no system bus'}")
+
+
+def _without(reason: str) -> None:
+    _unavailable.append(reason)
+    log.info("no shutdown inhibitor while dpkg runs (%s)", reason)
