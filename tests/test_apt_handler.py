@@ -574,9 +574,8 @@ def test_agent_stopping_while_dpkg_runs_hands_the_job_over_and_the_rerun_reports
     apt_root, tmp_path
 ):
     state_dir = tmp_path / "state"
-    document = {"aptPackageName": "finishing"}  # its postinst takes 2 s
-    first = JobThread(apt_root, document, StandInJob(), state_dir=state_dir)
-    wait_until(lambda: (apt_root.path / "finishing-started").exists(), "dpkg to run the postinst")
+    document = {"aptPackageName": "finishing"}
+    first = while_dpkg_runs(apt_root, StandInJob(), state_dir=state_dir)
 
     first.job.request_stop(AGENT_SHUTTING_DOWN)
     with pytest.raises(JobHandedOver):
@@ -596,23 +595,25 @@ def test_agent_stopping_while_dpkg_runs_hands_the_job_over_and_the_rerun_reports
     assert not list((state_dir / "apt").iterdir())  # the kept versions go with the job
 
 
-def test_a_job_canceled_by_the_service_while_dpkg_runs_still_finishes(apt_root, tmp_path):
-    job = StandInJob()
-    running = JobThread(apt_root, {"aptPackageName": "finishing"}, job)
-    wait_until(lambda: (apt_root.path / "finishing-started").exists(), "dpkg to run the postinst")
+def test_a_job_canceled_by_the_service_while_dpkg_runs_still_finishes(apt_root):
+    running = while_dpkg_runs(apt_root, StandInJob())
 
-    job.request_stop("canceled by the service")
+    running.job.request_stop("canceled by the service")
     details = running.result()
 
     assert details["result"] == "installed"
     assert apt_root.status("finishing")["Status"] == "install ok installed"
 
 
-def wait_until(condition, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"no {what} within {timeout}s"
+def while_dpkg_runs(root, job, **settings) -> JobThread:
+    """An install of ``finishing`` running in a thread, returned once dpkg runs its 2 s
+    postinst."""
+    running = JobThread(root, {"aptPackageName": "finishing"}, job, **settings)
+    deadline = time.monotonic() + 30
+    while not (root.path / "finishing-started").exists():
+        assert time.monotonic() < deadline, "dpkg did not run the postinst"
         time.sleep(0.02)
+    return running
 
 
 def test_a_broken_package_failing_a_later_install_is_named_with_the_requested_ones_state(

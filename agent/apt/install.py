@@ -27,7 +27,7 @@ from agent.apt.protocol import (
     VERSION_NOT_FOUND,
     WorkerFailure,
 )
-from agent.apt.session import AptSession
+from agent.apt.session import AptSession, Plan
 
 
 @dataclass
@@ -49,26 +49,17 @@ class Target:
         return "upgraded" if newer else "downgraded"
 
 
-class Install:
-    """The APT_UPDATE steps, each a small method; ``run`` calls them in order."""
+class Install(Plan):
+    """The APT_UPDATE steps, each a small method; ``carry_out`` calls them in order."""
 
-    audit_name = "APT_UPDATE"  # how apt's history.log names the job
+    audit_name = "APT_UPDATE"
     hold_advice = "set allowHeldChange to change it"
 
     def __init__(self, session: AptSession) -> None:
-        self.session = session
-        self.request = session.request
+        super().__init__(session)
         self.targets: List[Target] = []
         self.other_changes: List[str] = []
         self._unresolved: List[WorkerFailure] = []
-
-    @property
-    def cache(self) -> Any:
-        return self.session.cache
-
-    def run(self) -> Dict[str, Any]:
-        """Do the whole transaction; return the result value. Raises WorkerFailure."""
-        return self.session.transaction(self.audit_name, self.carry_out)
 
     def carry_out(self) -> Dict[str, Any]:
         """The steps after locking and repairing dpkg: resolve, check, download, install."""

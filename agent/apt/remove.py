@@ -20,7 +20,7 @@ from agent.apt.protocol import (
     REMOVE_FAILED,
     WorkerFailure,
 )
-from agent.apt.session import AptSession
+from agent.apt.session import AptSession, Plan
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Removed:
     known: bool = True
 
 
-class Removal:
+class Removal(Plan):
     """Remove-Application: remove the named packages and nothing else.
 
     The same lock wait, dpkg repair, non-interactive dpkg and dry run as an install. A package
@@ -48,17 +48,8 @@ class Removal:
     hold_advice = "a held package is not removed: take it off hold first"
 
     def __init__(self, session: AptSession) -> None:
-        self.session = session
-        self.request = session.request
+        super().__init__(session)
         self.removals: List[Removed] = []
-
-    @property
-    def cache(self) -> Any:
-        return self.session.cache
-
-    def run(self) -> Dict[str, Any]:
-        """Do the whole transaction; return the result value. Raises WorkerFailure."""
-        return self.session.transaction(self.audit_name, self.carry_out)
 
     def carry_out(self) -> Dict[str, Any]:
         """The steps after locking and repairing dpkg: resolve, check, remove, verify."""

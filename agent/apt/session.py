@@ -353,3 +353,25 @@ def _mb(size: float) -> str:
 def _last_line(text: str) -> str:
     lines = text.strip().splitlines()
     return lines[-1] if lines else ""
+
+
+class Plan:
+    """What an install or a removal plan shares: its session, and ``run`` (the session's
+    transaction around the plan's own ``carry_out`` steps)."""
+
+    audit_name = ""  # how apt's history.log names the job
+
+    def __init__(self, session: AptSession) -> None:
+        self.session = session
+        self.request = session.request
+
+    @property
+    def cache(self) -> Any:
+        return self.session.cache
+
+    def run(self) -> Dict[str, Any]:
+        """Do the whole transaction; return the result value. Raises WorkerFailure."""
+        return self.session.transaction(self.audit_name, self.carry_out)
+
+    def carry_out(self) -> Dict[str, Any]:
+        raise NotImplementedError
