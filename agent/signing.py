@@ -216,15 +216,15 @@ def load_private_key(path: Path, password: Optional[Callable[[], bytes]] = None)
     except OSError as error:
         raise KeyFileError(f"{path}: cannot read: {error.strerror}") from None
     try:
+        key = serialization.load_pem_private_key(data, None)
+    except TypeError:  # encrypted
+        if password is None:
+            raise KeyFileError(f"{path}: the key is encrypted and no password was given") from None
         try:
-            key = serialization.load_pem_private_key(data, None)
-        except TypeError:  # encrypted
-            if password is None:
-                raise KeyFileError(
-                    f"{path}: the key is encrypted and no password was given"
-                ) from None
             key = serialization.load_pem_private_key(data, password())
-    except (ValueError, TypeError) as error:
+        except (ValueError, TypeError) as error:
+            raise KeyFileError(f"{path}: cannot decrypt the key: {error}") from None
+    except ValueError as error:
         raise KeyFileError(f"{path}: not a usable PEM private key: {error}") from None
     if algorithm_of(key) is None:
         raise KeyFileError(

@@ -31,6 +31,7 @@ from agent.signing import (
     KeyFileError,
     TrustedKeys,
     key_id,
+    load_private_key,
     load_trusted_keys,
     parse_expires,
     sign_document,
@@ -504,3 +505,18 @@ def test_key_id_is_the_sha256_of_the_der_public_key():
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     assert key_id(PRIVATE["p256"].public_key()) == hashlib.sha256(der).hexdigest()
+
+
+def test_an_encrypted_private_key_is_read_with_its_password(tmp_path):
+    path = write(tmp_path / "key.pem", PRIVATE["p256"].private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    ), mode=0o600)
+
+    assert key_id(load_private_key(path, password=lambda: b"secret").public_key()) == key_id(
+        PRIVATE["p256"].public_key()
+    )
+    with pytest.raises(KeyFileError, match="cannot decrypt the key"):
+        load_private_key(path, password=lambda: b"wrong")
+    with pytest.raises(KeyFileError, match="encrypted and no password was given"):
+        load_private_key(path)
