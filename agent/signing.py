@@ -336,9 +336,10 @@ def _read_field(field: Any) -> Tuple[Dict[str, Any], bytes]:
         )
     if not _KEY_ID_PATTERN.fullmatch(field["keyId"]):
         raise _malformed(f"'keyId' must be 64 lower-case hex digits, got {field['keyId'][:80]!r}")
-    if "expires" in field and not _EXPIRES_PATTERN.fullmatch(field["expires"]):
+    if "expires" in field and _expiry(field["expires"]) is None:
         raise _malformed(
-            f"'expires' must look like 2026-12-31T23:59:59Z, got {field['expires'][:64]!r}"
+            f"'expires' must be a UTC time like 2026-12-31T23:59:59Z, got "
+            f"{field['expires'][:64]!r}"
         )
     if "jobId" in field and not JOB_ID_PATTERN.fullmatch(field["jobId"]):
         raise _malformed(f"'jobId' is not a valid job id: {field['jobId'][:80]!r}")
@@ -353,6 +354,17 @@ def _read_field(field: Any) -> Tuple[Dict[str, Any], bytes]:
         )
     header = {member: field[member] for member in MEMBERS if member in field and member != "value"}
     return header, value
+
+
+def _expiry(text: str) -> Optional[datetime.datetime]:
+    """The time ``expires`` names (aware, UTC), or None when it is not one."""
+    if not _EXPIRES_PATTERN.fullmatch(text):
+        return None
+    try:
+        moment = datetime.datetime.strptime(text, EXPIRES_FORMAT)
+    except ValueError:  # 2026-13-45T99:00:00Z
+        return None
+    return moment.replace(tzinfo=datetime.timezone.utc)
 
 
 def _signature_verifies(key: Any, algorithm: str, value: bytes, payload: bytes) -> bool:
@@ -428,10 +440,8 @@ def verify_document(
             SIGNATURE_INVALID,
             details,
         )
-    if "expires" in header:
-        expires = datetime.datetime.strptime(header["expires"], EXPIRES_FORMAT).replace(
-            tzinfo=datetime.timezone.utc
-        )
+    expires = _expiry(header["expires"]) if "expires" in header else None
+    if expires is not None:
         if now >= expires:
             raise JobRejected(
                 f"{FIELD} expired at {header['expires']} (device clock: {format_expires(now)}); "

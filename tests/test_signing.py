@@ -282,7 +282,9 @@ REJECTIONS = [
     ("key-id-missing", "ed25519", {}, with_field(keyId=None), "job-1",
      "SIGNATURE_MALFORMED", "'keyId' is missing"),
     ("bad-expiry", "ed25519", {}, with_field(expires="tomorrow"), "job-1",
-     "SIGNATURE_MALFORMED", "'expires' must look like"),
+     "SIGNATURE_MALFORMED", "'expires' must be a UTC time"),
+    ("impossible-expiry", "ed25519", {}, with_field(expires="2026-13-45T99:00:00Z"), "job-1",
+     "SIGNATURE_MALFORMED", "'expires' must be a UTC time"),
     ("unknown-member", "ed25519", {}, with_field(comment="hi"), "job-1",
      "SIGNATURE_MALFORMED", "unknown member 'comment'"),
 ]
@@ -423,6 +425,26 @@ def test_every_tampered_document_is_rejected(document, key_type, data):
 
     with pytest.raises(JobRejected):
         gate(required=False)("job-1", resent(tampered))
+
+
+GOOD_FIELD = signed_with(expires=LATER, job_id="job-1")[FIELD]
+signature_members = st.sampled_from(["algorithm", "keyId", "expires", "jobId", "value", "x"])
+
+
+@given(
+    field=json_values
+    | st.dictionaries(signature_members, json_values | st.text(max_size=90))
+    | st.builds(
+        lambda changes: {**GOOD_FIELD, **changes},
+        st.dictionaries(signature_members, json_values | st.text(max_size=90), min_size=1),
+    )
+)
+@settings(max_examples=300)
+def test_any_other_signature_field_ends_in_a_rejection_never_another_error(field):
+    assume(field != GOOD_FIELD)
+    document = dict(DOCUMENT, **{FIELD: field})
+    with pytest.raises(JobRejected):
+        gate(required=True)("job-1", document)
 
 
 def _at(value, path):
