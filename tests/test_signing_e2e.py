@@ -63,14 +63,16 @@ def sign(document: Dict[str, Any], key: Path, folder: Path, *options: str) -> Di
 
 
 def reserialized(document: Dict[str, Any]) -> str:
-    """Other JSON text for the same value: keys in reverse order, no blanks, ASCII escapes."""
+    """Other JSON text for the same value: keys in reverse order, no blanks, ASCII escapes,
+    numbers spelled otherwise (2.5 as 25E-1, 3 as 3.0)."""
 
     def reverse(value: Any) -> Any:
         if isinstance(value, dict):
             return {key: reverse(value[key]) for key in reversed(list(value))}
         return value
 
-    return json.dumps(reverse(document), separators=(",", ":"), ensure_ascii=True)
+    text = json.dumps(reverse(document), separators=(",", ":"), ensure_ascii=True)
+    return text.replace('"weight":2.5', '"weight":25E-1').replace('"count":3', '"count":3.0')
 
 
 class Device:
@@ -168,10 +170,14 @@ def test_signed_reserialized_document_installs_the_package(devices, keys, tmp_pa
                                                            package):
     device = devices["thing-1"]
     job_id = f"signed-{key_type}"
-    signed = sign({"jobType": "APT_UPDATE", "aptPackageName": package, "note": "d\u00e9j\u00e0"},
-                  keys.private[key_type], tmp_path, "--job-id", job_id, "--expires", in_a_day())
+    document = {"jobType": "APT_UPDATE", "aptPackageName": package, "note": "d\u00e9j\u00e0",
+                "weight": 2.5, "count": 3}
+    signed = sign(document, keys.private[key_type], tmp_path, "--job-id", job_id,
+                  "--expires", in_a_day())
+    text = reserialized(signed)
+    assert "25E-1" in text and "3.0" in text and "\\u00e9" in text
 
-    found = device.run(job_id, reserialized(signed))
+    found = device.run(job_id, text)
 
     assert found["status"] == "SUCCEEDED", found
     assert device.root.installed_version(package) == "1.0"
