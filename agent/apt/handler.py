@@ -191,8 +191,9 @@ class _WorkerRun:
             if isinstance(message, dict):
                 if message.get("event") == "progress" and isinstance(message.get("details"), dict):
                     self.job.report_progress(message["details"])
-                    if message["details"].get("phase") in DPKG_PHASES:
-                        self.dpkg_running = True
+                    phase = message["details"].get("phase")
+                    if phase:  # dpkg's phase lasts until the worker reports the next one
+                        self.dpkg_running = phase in DPKG_PHASES
                 elif message.get("event") == "result":
                     result = message
             if result is None and self.dpkg_running and agent_stopping(self.job):
