@@ -26,7 +26,13 @@ from agent.apt.settings import load_apt_settings
 from agent.errors import SettingsError
 from agent.journal import Journal
 from agent.managed import managed_handlers
-from agent.settings import LOG_LEVELS, Settings, load_settings
+from agent.settings import (
+    LOG_LEVELS,
+    Settings,
+    check_connection,
+    connection_problems,
+    load_settings,
+)
 from agent.tls import certificate_problem
 from job_client import JobClient
 
@@ -177,6 +183,21 @@ def _lock_state_dir(settings: Settings) -> IO[bytes]:
     return lock
 
 
+def explain_connection_failure(settings: Settings) -> Optional[str]:
+    """Why connecting cannot work, naming the file, section and key at fault; None when the
+    settings look right (the cause is then elsewhere: network, policy, endpoint).
+
+    Read afresh at every call: the files may have been replaced while the agent retries.
+    """
+    problems = connection_problems(settings)
+    if problems:
+        return problems[0]
+    expired = certificate_problem(settings.connection.certificate)
+    if expired:
+        return f"{settings.path}: [connection] certificate: {expired}"
+    return None
+
+
 def _make_notifier() -> Any:
     """The systemd notifier, or None when the module is not available."""
     try:
@@ -234,7 +255,7 @@ def run_agent(
         progress_interval_seconds=agent.progress_interval_seconds,
         shutdown_grace_seconds=agent.shutdown_grace_seconds,
         on_ready=on_ready,
-        explain_connection_failure=lambda: certificate_problem(certificate),
+        explain_connection_failure=lambda: explain_connection_failure(settings),
     )
     for filter_, value, handler in handlers:
         client.add_handler(filter_, value, handler)
@@ -308,6 +329,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         settings = load_settings(path)
         handlers = default_handlers(settings)
+        check_connection(settings)  # what the TLS stack would refuse, named before it does
     except SettingsError as error:
         log.error("bad settings:\n%s", error)
         if not path.exists():
