@@ -510,6 +510,14 @@ def _load_agent(parser: configparser.ConfigParser, path: Path, problems: List[st
     return AgentSettings(**values)
 
 
+def load_state_dir(path: Path) -> Path:
+    """Only ``[agent] state_dir`` of the settings file at ``path`` (its default when absent),
+    for tools that read the state directory and need no connection. Raises SettingsError."""
+    path = Path(path)
+    section = _section(_read_parser(path), "agent")
+    return get_path(section, "state_dir", path.parent / "state", path=path, must_exist=False)
+
+
 def load_settings(path: Path) -> Settings:
     """Read and check the settings file at ``path``.
 
@@ -554,10 +562,3 @@ def connection_problems(settings: Settings) -> List[str]:
         )
     )
     return problems
-
-
-def check_connection(settings: Settings) -> None:
-    """Raise SettingsError listing every ``connection_problems`` line, if there is one."""
-    problems = connection_problems(settings)
-    if problems:
-        raise SettingsError("\n".join(problems))
