@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 
 from agent.activity import STATUS_FILE, status_line
 from agent.errors import SettingsError
-from agent.journal import Journal, state_from_json
+from agent.journal import Journal
 
 LOCK_FILE = "agent.lock"
 RECENT_SHOWN = 5
@@ -89,30 +89,28 @@ def read_status(state_dir: Path, *, where: str, now: Optional[float] = None) -> 
         raise SettingsError(
             f"{where}: {str(state_dir)!r} does not exist: no agent has run with these settings"
         )
-    journal_path = state_dir / Journal.FILE_NAME
+    journal = Journal(state_dir)
+    journal_problem = None
+    current = None
+    finished: List[Any] = []
     try:
         os.listdir(state_dir)
-        journal_text = journal_path.read_text(encoding="utf-8")
+        saved = journal.peek()
     except FileNotFoundError:
-        journal_text = None
+        saved = None
     except PermissionError as error:
         raise SettingsError(
             f"{where}: cannot read {str(state_dir)!r}: {error.strerror} (run as the agent's "
             f"user, e.g. with sudo)"
         ) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise SettingsError(f"{where}: cannot read {str(journal_path)!r}: {error}") from None
-    journal_problem = None
-    current = None
-    finished: List[Any] = []
-    if journal_text is not None:
-        try:
-            journal = state_from_json(journal_text)
-        except ValueError as error:
-            journal_problem = f"the journal {journal_path} cannot be read: {error}"
-        else:
-            current = journal.current
-            finished = list(journal.finished)
+    except OSError as error:
+        raise SettingsError(f"{where}: cannot read {str(journal.path)!r}: {error}") from None
+    except ValueError as error:  # UnicodeDecodeError and json errors are ValueErrors
+        saved = None
+        journal_problem = f"the journal {journal.path} cannot be read: {error}"
+    if saved is not None:
+        current = saved.current
+        finished = list(saved.finished)
 
     status = _read_status_file(state_dir / STATUS_FILE)
     pid = lock_holder(state_dir / LOCK_FILE)
