@@ -38,6 +38,7 @@ from agent.settings import (
     load_settings,
     load_state_dir,
 )
+from agent.signing import DocumentGate, document_gate_from_settings
 from agent.status import format_status, read_status
 from agent.tls import certificate_problem
 from agent.version import __version__
@@ -232,11 +233,13 @@ def run_agent(
     handlers: Sequence[HandlerSpec],
     mqtt_client: Any = None,
     signals: Optional[ShutdownSignals] = None,
+    document_gate: Optional[DocumentGate] = None,
 ) -> int:
     """Run the job client with ``handlers`` until SIGTERM/SIGINT; return the exit status.
 
     ``mqtt_client`` defaults to one made from ``settings.connection``; ``signals`` to freshly
-    installed SIGTERM/SIGINT handlers (main thread only).
+    installed SIGTERM/SIGINT handlers (main thread only); ``document_gate`` (signatures, from
+    ``[security]``) checks each document before any handler.
     """
     agent = settings.agent
     try:
@@ -279,6 +282,7 @@ def run_agent(
         shutdown_grace_seconds=agent.shutdown_grace_seconds,
         on_ready=on_ready,
         explain_connection_failure=lambda: explain_connection_failure(settings),
+        document_gate=document_gate,
         activity=activity,
     )
     for filter_, value, handler in handlers:
@@ -380,6 +384,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         settings = load_settings(path)
         handlers = default_handlers(settings)
+        document_gate = document_gate_from_settings(settings)
     except SettingsError as error:
         log.error("bad settings:\n%s", error)
         if not path.exists():
@@ -398,7 +403,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{path}: settings are valid")  # the answer a user asked for, on stdout
         return 0
     configure_logging(args.log_level or settings.agent.log_level)
-    return run_agent(settings, handlers)
+    return run_agent(settings, handlers, document_gate=document_gate)
 
 
 if __name__ == "__main__":
