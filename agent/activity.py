@@ -255,11 +255,14 @@ class StatusReporter(Activity):
 
     def _update(self, change: Callable[[Dict[str, Any], float], None]) -> None:
         with self._lock:
+            before = json.dumps(self._status, sort_keys=True)
             now = self._clock()
             change(self._status, now)
-            self._status["updated"] = now
             line = status_line(self._status, now)
             self._status["line"] = line
+            if json.dumps(self._status, sort_keys=True) == before:
+                return  # the same phase reported again: nothing to write or send
+            self._status["updated"] = now
             self._write()
             if line != self._last_line and self._notifier is not None:
                 self._notifier.status(line)  # logs a failure, never raises

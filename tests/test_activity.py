@@ -222,3 +222,12 @@ def test_the_lock_holder_is_read_from_the_kernel_table(tmp_path):
         assert lock_holder(path) is None
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert lock_holder(path) == os.getpid()
+
+
+def test_the_same_phase_reported_again_writes_nothing(reporter, tmp_path):
+    reporter.connected()
+    reporter.job_started("job-7", 1)
+    reporter.job_phase("job-7", "downloading")
+    (tmp_path / STATUS_FILE).unlink()
+    reporter.job_phase("job-7", "downloading")
+    assert not (tmp_path / STATUS_FILE).exists()
