@@ -85,6 +85,8 @@ def read_status(state_dir: Path, *, where: str, now: Optional[float] = None) -> 
     """
     now = time.time() if now is None else now
     state_dir = Path(state_dir)
+    if state_dir.exists() and not state_dir.is_dir():
+        raise SettingsError(f"{where}: {str(state_dir)!r} is not a folder")
     if not state_dir.is_dir():
         raise SettingsError(
             f"{where}: {str(state_dir)!r} does not exist: no agent has run with these settings"

@@ -231,3 +231,9 @@ def test_the_same_phase_reported_again_writes_nothing(reporter, tmp_path):
     (tmp_path / STATUS_FILE).unlink()
     reporter.job_phase("job-7", "downloading")
     assert not (tmp_path / STATUS_FILE).exists()
+
+
+def test_status_of_a_state_directory_that_is_a_file_says_so(tmp_path):
+    (tmp_path / "state").write_text("")
+    with pytest.raises(SettingsError, match=r"state_dir: .* is not a folder$"):
+        read_status(tmp_path / "state", where="s.conf: [agent] state_dir")
