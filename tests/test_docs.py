@@ -79,7 +79,7 @@ def test_every_relative_link_names_an_existing_file_and_heading(page):
 # it hands its arguments to.
 OPTION_SOURCES = {
     "start.sh": ["start.sh", "jobs_agent.py", "local_jobs/demo.py"],
-    "localjobs": ["localjobs", "local_jobs/cli.py"],
+    "localjobs": ["localjobs", "local_jobs/*.py"],
     "run-tests.sh": [],  # its arguments go to pytest
 }
 # Options the AWS CLI adds to an operation's own (global ones and its customizations).
@@ -182,7 +182,9 @@ def test_every_command_names_real_files_and_options(page, command):
         if program is None or program.split("/", 1)[0] not in top_level:
             continue
         sources = OPTION_SOURCES.get(program, [program])
-        text = "".join((REPO_ROOT / source).read_text() for source in sources)
+        text = "".join(
+            path.read_text() for source in sources for path in sorted(REPO_ROOT.glob(source))
+        )
         for option in option_names(words) if sources else []:
             assert option in text, f"{page.name}: {program} has no option {option}: {command}"
 
