@@ -8,20 +8,11 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from agent.errors import SettingsError
-from agent.settings import Settings, get_float, get_int, get_list, get_path
+from agent.settings import SETTINGS_KEYS, Settings, get_float, get_int, get_list, get_path
 
 SECTION = "apt"
 ALLOWED_PATTERN = re.compile(r"[a-z0-9+.*?\[\]!-]+(:[a-z0-9*?-]+)?")
-KNOWN_KEYS = frozenset(
-    (
-        "root_dir",
-        "allowed_packages",
-        "lock_timeout_seconds",
-        "lists_max_age_minutes",
-        "job_timeout_seconds",
-        "min_free_space_mb",
-    )
-)
+KNOWN_KEYS = SETTINGS_KEYS[SECTION]  # declared with every other section's keys
 
 
 @dataclass(frozen=True)
