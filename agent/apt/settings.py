@@ -29,7 +29,9 @@ class AptSettings:
     """``[apt]``: where apt works and what a job may do.
 
     ``root_dir`` None means the real system; ``allowed_packages`` are glob patterns matched
-    against requested package names (empty: every job is rejected).
+    against requested package names (empty: every job is rejected). ``state_dir`` is the
+    agent's ``[agent] state_dir`` (a job's first versions before are kept there across
+    restarts); None keeps nothing.
     """
 
     root_dir: Optional[Path] = None
@@ -38,6 +40,7 @@ class AptSettings:
     lists_max_age_minutes: float = 1440.0
     job_timeout_seconds: float = 3600.0
     min_free_space_mb: int = 50
+    state_dir: Optional[Path] = None
 
 
 def load_apt_settings(settings: Settings) -> AptSettings:
@@ -88,4 +91,6 @@ def load_apt_settings(settings: Settings) -> AptSettings:
         raise SettingsError("\n".join(problems))
     if root_dir is not None:
         values["root_dir"] = root_dir.resolve()
+    if settings.agent is not None:
+        values["state_dir"] = settings.agent.state_dir
     return AptSettings(**values)
