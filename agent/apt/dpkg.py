@@ -14,7 +14,7 @@ import re
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import apt.cache
 import apt_pkg
@@ -38,6 +38,7 @@ STATE_NAMES = {
     TRIGGERS_AWAITED: "triggers-awaited",
     TRIGGERS_PENDING: "triggers-pending",
 }
+PENDING_STATE_WORDS = frozenset(STATE_NAMES.values())  # as dpkg's status file spells them
 
 Emit = Callable[[Dict[str, str], bool], None]
 
@@ -215,13 +216,38 @@ class DpkgLock:
             os.close(descriptor)
 
 
-def pending_packages(cache: Any) -> List[str]:
-    """Packages dpkg left unpacked, half-configured or waiting for triggers."""
-    return [
-        package.name
-        for package in cache._cache.packages
-        if package.current_state in PENDING_STATES
-    ]
+def dpkg_states(names: Optional[Iterable[str]] = None) -> Dict[str, Tuple[str, str]]:
+    """What dpkg's status file says of ``names`` (every package it lists when None):
+    name -> (version, state word: installed, unpacked, half-configured, config-files, ...).
+
+    Read straight from the status file, which lists only the packages dpkg knows (a few
+    hundred to a few thousand on a device), instead of opening the apt cache again or walking
+    its 60,000 packages in Python on a device with the full Debian lists. Foreign-architecture
+    packages are named ``name:arch``, as python-apt names them.
+    """
+    wanted = None if names is None else set(names)
+    native = apt_pkg.config.find("APT::Architecture")
+    found: Dict[str, Tuple[str, str]] = {}
+    with apt_pkg.TagFile(apt_pkg.config.find_file("Dir::State::status")) as stanzas:
+        for stanza in stanzas:
+            name = stanza.get("Package", "")
+            architecture = stanza.get("Architecture", "all")
+            if architecture not in ("all", native):
+                name = f"{name}:{architecture}"
+            if wanted is not None and name not in wanted:
+                continue
+            words = stanza.get("Status", "").split()
+            found[name] = (stanza.get("Version", ""), words[-1] if words else "not-installed")
+    return found
+
+
+def pending_packages() -> Dict[str, str]:
+    """Packages dpkg left unpacked, half-configured or waiting for triggers: name -> state."""
+    return {
+        name: state
+        for name, (_version, state) in sorted(dpkg_states().items())
+        if state in PENDING_STATE_WORDS
+    }
 
 
 def run_repair(pending: List[str], log_path: Path, emit: Emit) -> Tuple[int, str]:

@@ -155,7 +155,8 @@ class Install(Plan):
         requested = {target.name for target in self.targets}
         if self.cache.broken_count:
             raise WorkerFailure(BROKEN, self._broken_reason())
-        removals = [package.name for package in self.cache.get_changes() if package.marked_delete]
+        changes = self.cache.get_changes()  # a walk over every package: once
+        removals = [package.name for package in changes if package.marked_delete]
         if removals:
             raise WorkerFailure(
                 REMOVALS,
@@ -164,7 +165,7 @@ class Install(Plan):
                 {"removals": ", ".join(sorted(removals))},
             )
         untrusted = []
-        for package in self.cache.get_changes():
+        for package in changes:
             if package.name in requested:
                 pass  # checked against the request in mark()
             elif package.marked_downgrade and not self.request.allow_downgrade:
@@ -200,20 +201,16 @@ class Install(Plan):
         """dpkg failed: add what dpkg's database shows of the requested packages (versions
         after, rebootRequired) and name the packages dpkg left unfinished that the job did
         not ask for: an earlier broken maintainer script fails every later install."""
-        self.cache.open(None)
         requested = {target.name for target in self.targets}
         blocking = {
-            name: dpkg.STATE_NAMES.get(self.cache[name]._pkg.current_state, "unfinished")
-            for name in dpkg.pending_packages(self.cache)
-            if name not in requested
+            name: state for name, state in dpkg.pending_packages().items() if name not in requested
         }
+        states = dpkg.dpkg_states(requested)
         packages = []
         for entry, target in zip(self.result()["packages"], self.targets):
-            package = self.cache[target.name]
-            after = package.installed.version if package.installed is not None else None
-            done = after == target.version and package._pkg.current_state == (
-                apt_pkg.CURSTATE_INSTALLED
-            )
+            version, state = states.get(target.name, ("", "not-installed"))
+            after = version if version and state not in ("not-installed", "config-files") else None
+            done = after == target.version and state == "installed"
             result = entry["result"] if done else "failed"
             packages.append({**entry, "after": after, "result": result})
         reboot = self.session.reboot_required()
@@ -231,14 +228,14 @@ class Install(Plan):
         return failure
 
     def verify(self) -> None:
-        """Re-read dpkg's database: every requested package must be installed at its target."""
+        """Re-read dpkg's database (its status file, not a second cache open): every
+        requested package must be installed at its target."""
         self.session.emit({"phase": "verifying"}, True)
-        self.cache.open(None)
+        states = dpkg.dpkg_states(target.name for target in self.targets)
         for target in self.targets:
-            package = self.cache[target.name]
-            installed = package.installed.version if package.installed else None
-            state = package._pkg.current_state
-            if installed != target.version or state != apt_pkg.CURSTATE_INSTALLED:
+            version, state = states.get(target.name, ("", "not-installed"))
+            installed = version if state not in ("not-installed", "config-files") else None
+            if installed != target.version or state != "installed":
                 raise WorkerFailure(
                     INSTALL_FAILED,
                     f"after the install dpkg reports {target.name} at {installed or 'none'} "

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional
 
 import apt_pkg
 
+from agent.apt import dpkg
 from agent.apt.document import PackageRequest
 from agent.apt.protocol import (
     ESSENTIAL,
@@ -179,16 +180,12 @@ class Removal(Plan):
     def verify(self) -> None:
         """Re-read dpkg's database: no named package may still be installed."""
         self.session.emit({"phase": "verifying"}, True)
-        self.cache.open(None)
+        states = dpkg.dpkg_states(removed.name for removed in self.removals)
         for removed in self.removals:
-            if removed.before is None or removed.name not in self.cache:
+            if removed.before is None or removed.name not in states:
                 continue
-            package = self.cache[removed.name]
-            state = package._pkg.current_state
-            if package.installed is not None or state not in (
-                apt_pkg.CURSTATE_NOT_INSTALLED,
-                apt_pkg.CURSTATE_CONFIG_FILES,
-            ):
+            _version, state = states[removed.name]
+            if state not in ("not-installed", "config-files"):
                 raise WorkerFailure(
                     REMOVE_FAILED,
                     f"after the removal dpkg reports {removed.name} still installed "

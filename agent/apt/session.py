@@ -132,7 +132,7 @@ class AptSession:
 
     def repair_dpkg(self) -> None:
         """Finish packages dpkg left unpacked or half-configured (``dpkg --configure -a``)."""
-        pending = dpkg.pending_packages(self.cache)
+        pending = list(dpkg.pending_packages())
         if self.request.dry_run and self.cache.dpkg_journal_dirty:
             self.notes.append("dpkg was interrupted: a real run repairs it first")
         if not pending:
@@ -303,7 +303,10 @@ class AptSession:
             )
 
     def changes(self) -> bool:
-        return bool(self.cache.get_changes())
+        """True when the plan changes anything (the depcache's counts: no walk over the
+        cache's packages, which get_changes() is)."""
+        depcache = self.cache._depcache
+        return depcache.inst_count + depcache.del_count > 0
 
     def reboot_required(self) -> bool:
         root = Path(self.config.root_dir or "/")
