@@ -81,7 +81,7 @@ mkdir -p "$stage/docs"
 # The agent's code only: not the local Jobs service, the tests or the benchmarks.
 (cd "$here" && tar --exclude=__pycache__ --exclude='*.pyc' -cf - \
     agent jobs_agent.py job_client.py settings.conf.example README.md \
-    systemd/iot-jobs-agent.service packaging/iot-jobs-agent debian) | tar -C "$stage" -xf -
+    systemd/iot-jobs-agent.service packaging/iot-jobs-agent packaging/logind-iot-jobs-agent.conf debian) | tar -C "$stage" -xf -
 for page in debian-package.md systemd.md; do
     cp "$here/docs/$page" "$stage/docs/$page"
 done

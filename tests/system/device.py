@@ -76,6 +76,7 @@ class Device:
         self.guest = guest
         self.stack = stack
         self.repo = guest.path(REPO_IN_GUEST)
+        self.jobs: list = []
 
     # set-up
 
@@ -148,6 +149,7 @@ class Device:
     # jobs
 
     def create_job(self, job_id: str, document: Dict[str, Any]) -> None:
+        self.jobs.append(job_id)
         self.stack.iot_client().create_job(
             jobId=job_id, targets=[self.stack.thing(THING).arn], document=json.dumps(document)
         )
@@ -197,5 +199,23 @@ class Device:
 
         wait_until(new_main, timeout, "a new agent process, active")
 
-    def settle(self, seconds: float) -> None:
-        time.sleep(seconds)
+    def ensure_running(self) -> None:
+        """Start the agent unless it is active (a failed scenario may leave it stopped)."""
+        if self.guest.pid1() is None:
+            return
+        if self.state()["ActiveState"] not in ("active", "activating", "deactivating"):
+            self.guest.run("systemctl", "start", "--no-block", UNIT, check=False)
+        self.wait_active(timeout=120)
+
+    def finish_jobs(self, timeout: float = 60.0) -> None:
+        """Let this scenario's jobs end; force-cancel those that do not, so that none is left
+        queued in front of the next scenario's."""
+        client = self.stack.iot_client()
+        deadline = time.monotonic() + timeout
+        for job_id in self.jobs:
+            while self.execution(job_id)["status"] not in TERMINAL:
+                if time.monotonic() > deadline:
+                    client.cancel_job(jobId=job_id, force=True)
+                    break
+                time.sleep(0.5)
+        self.jobs.clear()

@@ -25,7 +25,7 @@ GUEST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 # dependencies (so the package installs from the local repository alone), tools the tests use.
 ROOT_PACKAGES = (
     "systemd,systemd-sysv,dbus,python3,python3-apt,python3-systemd,python3-cryptography,"
-    "ca-certificates,procps,iproute2,udev"
+    "python3-dbus,ca-certificates,procps,iproute2,udev"
 )
 
 
