@@ -82,6 +82,16 @@ print(system_tier_unavailable() or "")') || return 1
         echo "system tier SKIPPED: $reason"
         return 0
     fi
+    # Guest roots not cached yet (first run on a machine): both releases at once.
+    local packages release pids=()
+    packages=$(.venv/bin/python -c 'import sys; sys.path.insert(0, "tests/system")
+from guest import ROOT_PACKAGES
+print(ROOT_PACKAGES)') || return 1
+    for release in bookworm trixie; do
+        scripts/debian-root.sh --cache-only --include "$packages" "$release" >/dev/null &
+        pids+=($!)
+    done
+    for release in "${pids[@]}"; do wait "$release" || return 1; done
     .venv/bin/python -m pytest -p no:xdist tests/system
 }
 

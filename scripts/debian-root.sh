@@ -8,6 +8,8 @@
 #       --rebuild                build the cached root again even when it exists
 #   scripts/debian-root.sh --cache-path [--include ...] CODENAME
 #       print the cached tarball's path (whether or not it exists) and exit
+#   scripts/debian-root.sh --cache-only [--include ...] CODENAME
+#       build the cached root when missing, extract nothing (to build several at once)
 #
 # The first run for a CODENAME and package set builds the root with
 # `debootstrap --variant=minbase` and keeps it as a tarball in the cache folder; every run then
@@ -33,7 +35,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD_RECIPE=2
 
 usage() {
-    sed -n '2,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+    sed -n '2,15s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 die() {
@@ -45,6 +47,7 @@ includes=()
 hostname=iot-test
 rebuild=0
 print_cache=0
+cache_only=0
 positional=()
 while [ $# -gt 0 ]; do
     case $1 in
@@ -61,6 +64,7 @@ while [ $# -gt 0 ]; do
             ;;
         --rebuild) rebuild=1 ;;
         --cache-path) print_cache=1 ;;
+        --cache-only) cache_only=1 ;;
         -h | --help) usage; exit 0 ;;
         -*) usage >&2; die "unknown option: $1" 2 ;;
         *) positional+=("$1") ;;
@@ -73,7 +77,7 @@ dest=${positional[1]:-}
 [ -n "$codename" ] || { usage >&2; die "give a release codename (bookworm, trixie, bullseye...)" 2; }
 [[ $codename =~ ^[a-z]+$ ]] || die "not a release codename: $codename" 2
 [[ $hostname =~ ^[A-Za-z0-9-]+$ ]] || die "not a host name: $hostname" 2
-if [ "$print_cache" = 0 ] && [ -z "$dest" ]; then
+if [ "$print_cache" = 0 ] && [ "$cache_only" = 0 ] && [ -z "$dest" ]; then
     usage >&2
     die "give the folder to extract the root into" 2
 fi
@@ -203,6 +207,7 @@ if [ "$rebuild" = 1 ] || [ ! -s "$tarball" ]; then
     build_root
 fi
 flock -u 8
+[ "$cache_only" = 0 ] || { echo "$tarball"; exit 0; }
 
 if [ -e "$dest" ] && [ -n "$(ls -A "$dest" 2>/dev/null)" ]; then
     die "$dest is not empty: give a new or empty folder" 2
