@@ -33,7 +33,7 @@ def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "system: boots Debian guests with systemd (tests/system)")
     config.addinivalue_line(
         "markers",
-        "needs_fix(what): passes once another helper's fix named in `what` is on the branch",
+        "defect(what): pins the issue 10 defect named in `what` (fails without its fix)",
     )
 
 

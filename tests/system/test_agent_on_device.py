@@ -2,8 +2,8 @@
 watchdog, stops, restarts, kill -9 and reboots while dpkg runs, a postinst that restarts the
 agent, AWS-Reboot, and the agent's own upgrade by a job.
 
-One guest for the module, scenarios in order. Tests marked ``needs_fix`` pass once the named
-fix of another helper (issue 10) is on the branch; until then they fail, saying what happened.
+One guest for the module, scenarios in order. Tests marked ``defect`` pin a defect of issue 10
+found on a real device (../shared/system-test-notes.md) and name the fix they need.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def test_a_hung_agent_is_killed_by_the_watchdog_and_restarted(device):
     device.wait_active()
 
 
-@pytest.mark.needs_fix("issue 10 item 1: the agent hands a job over at once when stopped while "
+@pytest.mark.defect("issue 10 item 1: the agent hands a job over at once when stopped while "
                        "dpkg runs; the next start re-runs it and reports (apt + client helpers)")
 def test_stop_during_a_long_postinst_is_reported_by_the_next_start(device):
     device.apt_job("stop-1", "rs-stop")
@@ -82,7 +82,7 @@ def test_stop_during_a_long_postinst_is_reported_by_the_next_start(device):
     assert done["details"]["versionBefore"] == "none", done
 
 
-@pytest.mark.needs_fix("issue 10 item 1 (apt + client helpers)")
+@pytest.mark.defect("issue 10 item 1 (apt + client helpers)")
 def test_restart_during_a_long_postinst_is_reported_truthfully(device):
     device.apt_job("restart-1", "rs-restart")
     device.wait_postinst_started("rs-restart")
@@ -91,7 +91,7 @@ def test_restart_during_a_long_postinst_is_reported_truthfully(device):
     assert done["details"]["versionBefore"] == "none", done
 
 
-@pytest.mark.needs_fix("issue 10 item 1: no deadlock with a postinst's blocking systemctl "
+@pytest.mark.defect("issue 10 item 1: no deadlock with a postinst's blocking systemctl "
                        "try-restart of the agent (apt + client helpers)")
 def test_a_postinst_restarting_the_agent_does_not_deadlock(device):
     old = device.main_pid()
@@ -100,7 +100,7 @@ def test_a_postinst_restarting_the_agent_does_not_deadlock(device):
     device.wait_restarted(old)
 
 
-@pytest.mark.needs_fix("issue 10 item 6: a re-run after kill -9 keeps the first versionBefore "
+@pytest.mark.defect("issue 10 item 6: a re-run after kill -9 keeps the first versionBefore "
                        "(apt helper)")
 def test_kill_9_during_dpkg_restarts_the_agent_and_reports_the_install(device):
     device.apt_job("kill-1", "rs-kill")
@@ -126,7 +126,7 @@ def test_aws_reboot_reboots_the_guest_and_succeeds_after_the_boot(device):
     assert done["details"]["bootId"] == new_id, done
 
 
-@pytest.mark.needs_fix("issue 10 item 2: a reboot waits while dpkg runs (logind inhibitor, apt "
+@pytest.mark.defect("issue 10 item 2: a reboot waits while dpkg runs (logind inhibitor, apt "
                        "helper) and item 1 (the job handed over to the next boot)")
 def test_a_reboot_during_a_long_postinst_waits_for_dpkg(device):
     # After the AWS-Reboot scenario: logind reads the package's InhibitDelayMaxSec drop-in at
@@ -142,7 +142,7 @@ def test_a_reboot_during_a_long_postinst_waits_for_dpkg(device):
     assert_truthful_install(device, "reboot-dpkg-1", "rs-reboot")
 
 
-@pytest.mark.needs_fix("issue 10 item 1: the stop by the package's own restart hands the job to "
+@pytest.mark.defect("issue 10 item 1: the stop by the package's own restart hands the job to "
                        "the new agent (apt + client helpers)")
 def test_an_apt_update_job_upgrades_the_agent_itself(device, agent_debs):
     settings = device.guest.path(SETTINGS).read_text()
