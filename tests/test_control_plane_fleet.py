@@ -361,3 +361,133 @@ def test_registry_survives_a_service_restart(stack, iot, name):
     assert stack.iot_client().list_things_in_thing_group(thingGroupName=name)["things"] == [
         "thing-1"
     ]
+
+
+# --------------------------------------------------------------------------- rollouts, aborts
+
+
+@pytest.fixture(scope="module")
+def fast_stack(tmp_path_factory) -> Iterator[LocalStack]:
+    """Four things and a service minute of one second, for rollouts and aborts."""
+    things = [f"node-{i}" for i in range(1, 5)]
+    with LocalStack(tmp_path_factory.mktemp("fast"), things=things, minute_seconds=1.0) as stack:
+        yield stack
+
+
+def test_rollout_queues_executions_at_the_maximum_per_minute(fast_stack, name):
+    iot = fast_stack.iot_client()
+    iot.create_thing_group(thingGroupName=name)
+    for thing in fast_stack.things:
+        iot.add_thing_to_thing_group(thingGroupName=name, thingName=thing)
+    iot.create_job(
+        jobId=name,
+        targets=[thing_group_arn(name)],
+        document=DOCUMENT,
+        jobExecutionsRolloutConfig={"maximumPerMinute": 2},
+    )
+    assert len(statuses(iot, name)) == 2
+    job = iot.describe_job(jobId=name)["job"]
+    assert job["isConcurrent"] is True
+    assert job["jobExecutionsRolloutConfig"] == {"maximumPerMinute": 2}
+    wait_until(lambda: len(statuses(iot, name)) == 4, "the second minute's executions")
+    assert iot.describe_job(jobId=name)["job"]["isConcurrent"] is False
+    iot.cancel_job(jobId=name)
+
+
+def test_bad_rollout_and_abort_configs_name_the_field(iot, name):
+    cases = [
+        ({"jobExecutionsRolloutConfig": {"maximumPerMinute": 1001}}, "maximumPerMinute must be 1"),
+        (
+            {
+                "jobExecutionsRolloutConfig": {
+                    "exponentialRate": {
+                        "baseRatePerMinute": 5,
+                        "incrementFactor": 1.55,
+                        "rateIncreaseCriteria": {"numberOfNotifiedThings": 2},
+                    }
+                }
+            },
+            "incrementFactor supports 1 digit(s) after the decimal",
+        ),
+        (
+            {
+                "abortConfig": {
+                    "criteriaList": [
+                        {
+                            "failureType": "FAILED",
+                            "action": "CANCEL",
+                            "thresholdPercentage": 101,
+                            "minNumberOfExecutedThings": 1,
+                        }
+                    ]
+                }
+            },
+            "thresholdPercentage must be 0 to 100",
+        ),
+    ]
+    for fields, expected in cases:
+        error = error_of(
+            iot.create_job, jobId=name, targets=[thing_arn("thing-1")], document=DOCUMENT, **fields
+        )
+        assert error["Code"] == "InvalidRequestException", fields
+        assert expected in error["Message"]
+
+
+def wait_until(predicate, what: str, timeout: float = 15.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} in {timeout} s")
+        time.sleep(0.1)
+
+
+def test_group_rollout_is_aborted_once_failures_pass_the_threshold_while_agents_run_it(
+    fast_stack, name
+):
+    from agent.errors import JobFailed
+    from tests.agent_core_fixtures import InProcessAgent
+
+    iot = fast_stack.iot_client()
+    iot.create_thing_group(thingGroupName=name)
+    for thing in fast_stack.things:
+        iot.add_thing_to_thing_group(thingGroupName=name, thingName=thing)
+    ran = []
+
+    def failing(document, job):
+        ran.append(job.job_id)
+        raise JobFailed("the update does not apply here")
+
+    agents = [InProcessAgent(fast_stack, thing).add("TEST", failing) for thing in fast_stack.things]
+    try:
+        for agent in agents:
+            agent.start()
+        iot.create_job(
+            jobId=name,
+            targets=[thing_group_arn(name)],
+            document=DOCUMENT,
+            jobExecutionsRolloutConfig={"maximumPerMinute": 2},
+            abortConfig={
+                "criteriaList": [
+                    {
+                        "failureType": "FAILED",
+                        "action": "CANCEL",
+                        "thresholdPercentage": 50,
+                        "minNumberOfExecutedThings": 2,
+                    }
+                ]
+            },
+        )
+        wait_until(
+            lambda: iot.describe_job(jobId=name)["job"]["status"] == "CANCELED", "abort"
+        )
+    finally:
+        for agent in agents:
+            agent.stop()
+    job = iot.describe_job(jobId=name)["job"]
+    assert job["reasonCode"] == "ABORT_FAILED_THRESHOLD"
+    assert "abortConfig" in job["comment"]
+    # The first minute's two things ran and failed; the rest were never queued.
+    assert sorted(statuses(iot, name).values()) == ["FAILED", "FAILED"]
+    assert len(ran) == 2
