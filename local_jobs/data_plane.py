@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -48,7 +49,10 @@ REQUEST_FILTER = "$aws/things/+/jobs/#"
 # AWS IoT Core's MQTT payload limit (128 KB); a bigger request is refused before parsing.
 MAX_REQUEST_BYTES = 128 * 1024
 _REPLY_SUFFIXES = ("accepted", "rejected")
-_SERVICE_TOPICS = ("notify", "notify-next")
+# notify, notify-next and their namespaced forms (notify-namespace-NS, notify-next-namespace-NS)
+_SERVICE_TOPICS = ("notify",)
+_NAMESPACE_PREFIX = "namespace-"
+NAMESPACE_PATTERN = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 
 Reply = Tuple[str, Dict[str, Any]]
 
@@ -115,7 +119,7 @@ def handle_request(
     if len(parts) < 5 or parts[0] != "$aws" or parts[1] != "things" or parts[3] != "jobs":
         return []
     thing_name, rest = parts[2], parts[4:]
-    if rest[-1] in _REPLY_SUFFIXES or (len(rest) == 1 and rest[0] in _SERVICE_TOPICS):
+    if rest[-1] in _REPLY_SUFFIXES or (len(rest) == 1 and rest[0].startswith(_SERVICE_TOPICS)):
         return []
     reply_base = topic
     client_token: Optional[str] = None
@@ -128,10 +132,10 @@ def handle_request(
             client_token = token
         if not THING_NAME_PATTERN.fullmatch(thing_name):
             raise _Rejection(RejectCode.INVALID_TOPIC, f"invalid thing name {thing_name!r}")
-        operation, job_id = _route(rest)
+        operation, job_id, namespace = _route(rest)
         if throttle is not None and not throttle.allow(thing_name):
             raise RequestThrottledError(f"too many requests from thing {thing_name}")
-        accepted = operation(service, thing_name, job_id, body)
+        accepted = operation(service, thing_name, job_id, body, namespace)
     except _Rejection as rejection:
         return [_rejected(reply_base, rejection.code, str(rejection), client_token,
                           rejection.execution, service.now())]
@@ -185,17 +189,28 @@ def _parse_payload(payload: bytes) -> Dict[str, Any]:
 
 
 def _route(rest: List[str]):
+    """(operation, job id, namespace) of a request topic's suffix after ``jobs/``.
+
+    A job namespace adds a level after the job id, as the Greengrass nucleus uses it
+    (``$next/namespace-aws-gg-deployment/get``, ``<jobId>/namespace-<ns>/update``).
+    """
+    namespace = ""
+    if len(rest) == 3 and rest[1].startswith(_NAMESPACE_PREFIX):
+        namespace = rest[1][len(_NAMESPACE_PREFIX) :]
+        if not NAMESPACE_PATTERN.fullmatch(namespace):
+            raise _Rejection(RejectCode.INVALID_TOPIC, f"invalid namespace {namespace!r} in topic")
+        rest = [rest[0], rest[2]]
     if rest == ["get"]:
-        return _get_pending, None
+        return _get_pending, None, namespace
     if rest == ["start-next"]:
-        return _start_next, None
+        return _start_next, None, namespace
     if len(rest) == 2 and rest[1] in ("get", "update"):
         job_id = rest[0]
         if rest[1] == "get" and job_id == NEXT:
-            return _describe, job_id
+            return _describe, job_id, namespace
         if not JOB_ID_PATTERN.fullmatch(job_id):
             raise _Rejection(RejectCode.INVALID_TOPIC, f"invalid jobId {job_id!r} in topic")
-        return (_describe if rest[1] == "get" else _update), job_id
+        return (_describe if rest[1] == "get" else _update), job_id, namespace
     raise _Rejection(RejectCode.INVALID_TOPIC, f"no jobs API on topic suffix {'/'.join(rest)!r}")
 
 
@@ -228,16 +243,19 @@ def _details(body: Dict[str, Any]):
     return body.get("statusDetails") if body.get("statusDetails") is not None else None
 
 
-def _get_pending(service, thing_name, _job_id, body):
-    lists = payloads.pending_lists(service.get_pending(thing_name, payloads.MAX_LISTED))
+def _get_pending(service, thing_name, _job_id, body, namespace=""):
+    lists = payloads.pending_lists(
+        service.get_pending(thing_name, payloads.MAX_LISTED, namespace=namespace)
+    )
     return {"inProgressJobs": lists["IN_PROGRESS"], "queuedJobs": lists["QUEUED"]}
 
 
-def _start_next(service, thing_name, _job_id, body):
+def _start_next(service, thing_name, _job_id, body, namespace=""):
     found = service.start_next(
         thing_name,
         status_details=_details(body),
         step_timeout_minutes=_number(body, "stepTimeoutInMinutes"),
+        namespace=namespace,
     )
     if found is None:
         return {}  # "the response does not include the execution field"
@@ -245,17 +263,17 @@ def _start_next(service, thing_name, _job_id, body):
     return {"execution": payloads.execution_body(execution, job, service.now())}
 
 
-def _describe(service, thing_name, job_id, body):
+def _describe(service, thing_name, job_id, body, namespace=""):
     include_document = _flag(body, "includeJobDocument", True)  # DG: default true
     execution_number = _number(body, "executionNumber")
-    found = service.describe_for_device(thing_name, job_id, execution_number)
+    found = service.describe_for_device(thing_name, job_id, execution_number, namespace=namespace)
     if found is None:
         return {}
     execution, job = found
     return {"execution": payloads.execution_body(execution, job, service.now(), include_document)}
 
 
-def _update(service, thing_name, job_id, body):
+def _update(service, thing_name, job_id, body, namespace=""):
     status_text = body.get("status")
     if status_text is None:
         raise InvalidRequestError("status is required")
@@ -276,6 +294,7 @@ def _update(service, thing_name, job_id, body):
         expected_version=expected_version,
         execution_number=_number(body, "executionNumber"),
         step_timeout_minutes=_number(body, "stepTimeoutInMinutes"),
+        namespace=namespace,
     )
     accepted: Dict[str, Any] = {}
     if include_state:

@@ -696,19 +696,23 @@ class LocalJobsService(JobsService):
 
     # device API (called by the data plane with the thing name taken from the topic)
 
-    def get_pending(self, thing_name: str, limit: Optional[int] = None) -> Sequence[JobExecution]:
+    def get_pending(
+        self, thing_name: str, limit: Optional[int] = None, namespace: str = ""
+    ) -> Sequence[JobExecution]:
         """The thing's pending executions, IN_PROGRESS first, then QUEUED in queue order.
 
-        ``limit`` keeps only the first ones (the device API lists at most 10).
+        ``limit`` keeps only the first ones (the device API lists at most 10). Each job
+        namespace is a queue of its own; "" is the default one.
         """
         with self._lock:
-            return self.store.pending_executions(thing_name, limit)
+            return self.store.pending_executions(thing_name, limit, namespace)
 
     def start_next(
         self,
         thing_name: str,
         status_details: Optional[Mapping[str, str]] = None,
         step_timeout_minutes: Optional[int] = None,
+        namespace: str = "",
     ) -> Optional[Tuple[JobExecution, Job]]:
         """Claim the next pending execution (StartNextPendingJobExecution).
 
@@ -720,7 +724,7 @@ class LocalJobsService(JobsService):
         if step_timeout_minutes is not None:
             validate_step_timeout(step_timeout_minutes)
         with self.operation():
-            pending = self.store.pending_executions(thing_name, limit=1)
+            pending = self.store.pending_executions(thing_name, limit=1, namespace=namespace)
             if not pending:
                 return None
             head = pending[0]
@@ -728,13 +732,17 @@ class LocalJobsService(JobsService):
             if head.status is ExecutionStatus.IN_PROGRESS:
                 return head, job
             now = self.now()
-            with self._watching([thing_name]), self.store.transaction():
+            with self._watching([thing_name], namespace), self.store.transaction():
                 head = self._start(head, job, now, details, step_timeout_minutes)
             log.info("job %s started on %s by start-next", head.job_id, thing_name)
             return head, job
 
     def describe_for_device(
-        self, thing_name: str, job_id: str, execution_number: Optional[int] = None
+        self,
+        thing_name: str,
+        job_id: str,
+        execution_number: Optional[int] = None,
+        namespace: str = "",
     ) -> Optional[Tuple[JobExecution, Job]]:
         """DescribeJobExecution over MQTT; ``$next`` gives the head or None.
 
@@ -743,11 +751,11 @@ class LocalJobsService(JobsService):
         """
         with self._lock:
             if job_id == NEXT:
-                pending = self.store.pending_executions(thing_name, limit=1)
+                pending = self.store.pending_executions(thing_name, limit=1, namespace=namespace)
                 if not pending:
                     return None
                 return pending[0], self._job(pending[0].job_id)
-            execution = self._execution(job_id, thing_name, execution_number)
+            execution = self._execution(job_id, thing_name, execution_number, namespace)
             if execution.status.terminal:
                 raise TerminalStateError(
                     f"Job execution {job_id} on {thing_name} is in terminal status "
@@ -765,6 +773,7 @@ class LocalJobsService(JobsService):
         expected_version: Optional[int] = None,
         execution_number: Optional[int] = None,
         step_timeout_minutes: Optional[int] = None,
+        namespace: str = "",
     ) -> Tuple[JobExecution, Job]:
         """UpdateJobExecution from the device; returns the updated execution and its job.
 
@@ -776,7 +785,7 @@ class LocalJobsService(JobsService):
         if step_timeout_minutes is not None:
             validate_step_timeout(step_timeout_minutes)
         with self.operation():
-            execution = self._execution(job_id, thing_name, execution_number)
+            execution = self._execution(job_id, thing_name, execution_number, namespace)
             job = self._job(job_id)
             if execution.status.terminal:
                 raise _with_execution(
@@ -848,9 +857,16 @@ class LocalJobsService(JobsService):
         return job
 
     def _execution(
-        self, job_id: str, thing_name: str, execution_number: Optional[int] = None
+        self,
+        job_id: str,
+        thing_name: str,
+        execution_number: Optional[int] = None,
+        namespace: Optional[str] = None,
     ) -> JobExecution:
+        """The execution; with ``namespace`` (device topics) only one of that namespace."""
         execution = self.store.get_execution(job_id, thing_name, execution_number)
+        if execution is not None and namespace is not None and execution.namespace != namespace:
+            execution = None
         if execution is None:
             number = "" if execution_number is None else f" number {execution_number}"
             raise ResourceNotFoundError(
