@@ -145,7 +145,7 @@ def parse_arn(
 
 
 def job_targets(
-    targets: Any, registry: Optional[Registry], field: str = "targets"
+    targets: Any, registry: Optional[Registry], field: str = "targets", limit: Optional[int] = None
 ) -> Tuple[List[str], List[str]]:
     """(thing names, group names) of a JobTargets list; each must exist in the registry.
 
@@ -154,8 +154,8 @@ def job_targets(
     """
     if not isinstance(targets, list) or not targets:
         raise _invalid(f"{field} must be a non-empty list of thing or thing group ARNs")
-    if len(targets) > MAX_TARGETS:
-        raise _invalid(f"{field} holds {len(targets)} targets; the limit is {MAX_TARGETS}")
+    if limit is not None and len(targets) > limit:
+        raise _invalid(f"{field} holds {len(targets)} targets; the limit is {limit}")
     things: List[str] = []
     groups: List[str] = []
     for target in targets:
@@ -639,7 +639,7 @@ def associate_targets_with_job(
 ) -> Response:
     job_id = _job_id(params["jobId"])
     _check_namespace_of(ops.service.describe_job(job_id), query)
-    things, groups = job_targets(body.get("targets"), _registry(ops))
+    things, groups = job_targets(body.get("targets"), _registry(ops), limit=MAX_TARGETS)
     comment = description(body, "comment")
     job = ops.service.associate_targets(job_id, things, groups, comment)
     return _without_none(
