@@ -247,13 +247,6 @@ class VersionConflictError(ServiceError):
     aws_type = "VersionConflictException"
 
 
-class LimitExceededError(ServiceError):
-    """A number of resources or targets over AWS's limit."""
-
-    http_status = 410
-    aws_type = "LimitExceededException"
-
-
 class TerminalStateError(ServiceError):
     """Describe on an execution that is in a terminal status (device API TerminalStateReached)."""
 

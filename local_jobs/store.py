@@ -66,7 +66,7 @@ CREATE INDEX IF NOT EXISTS executions_by_job ON executions (job_id, thing_name);
 -- The timer's queries (expired_executions, next_deadline) read IN_PROGRESS rows only.
 CREATE INDEX IF NOT EXISTS executions_by_status ON executions (status);
 -- How often each thing's set of pending (QUEUED or IN_PROGRESS) executions has changed,
--- kept by the triggers below in the same transaction as the change itself.
+-- kept by the triggers of FLEET_SCHEMA in the same transaction as the change itself.
 CREATE TABLE IF NOT EXISTS pending_changes (
     thing_name TEXT PRIMARY KEY,
     changes INTEGER NOT NULL
