@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """AWS IoT Jobs device agent: load the settings, wire the handlers, run until SIGTERM/SIGINT.
 
-    ./jobs_agent.py [-c settings.conf] [--check-config] [--log-level LEVEL]
+    ./jobs_agent.py [-c settings.conf] [--check-config] [--log-level LEVEL] [--version]
 
 Exit status: 0 after a clean stop (or valid settings with --check-config), 2 for a settings or
 start-up error, 1 when the agent stopped by itself (an internal error; systemd restarts it).
@@ -28,6 +28,7 @@ from agent.journal import Journal
 from agent.managed import managed_handlers
 from agent.settings import LOG_LEVELS, Settings, load_settings
 from agent.tls import certificate_problem
+from agent.version import __version__
 from job_client import JobClient
 
 log = logging.getLogger("jobs_agent")
@@ -68,6 +69,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         choices=LOG_LEVELS,
         help="overrides [agent] log_level",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser.parse_args(argv)
 
 
