@@ -183,7 +183,7 @@ class Registry:
     def _insert_thing(self, name: str, attributes: Dict[str, str]) -> Thing:
         thing = Thing(name, str(uuid.uuid4()), attributes, 1, self._clock())
         self.store.execute(
-            "INSERT INTO things (name, thing_id, attributes, version, created_at)"
+            "INSERT OR IGNORE INTO things (name, thing_id, attributes, version, created_at)"
             " VALUES (?, ?, ?, ?, ?)",
             (name, thing.thing_id, json.dumps(attributes), 1, thing.created_at),
         )

@@ -64,6 +64,13 @@ def aws_cli(stack, tmp_path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def make_group(iot, name: str, things) -> None:
+    """A thing group ``name`` holding ``things``."""
+    iot.create_thing_group(thingGroupName=name)
+    for thing in things:
+        iot.add_thing_to_thing_group(thingGroupName=name, thingName=thing)
+
+
 def statuses(iot, job_id: str) -> Dict[str, str]:
     summaries = iot.list_job_executions_for_job(jobId=job_id)["executionSummaries"]
     return {
@@ -179,9 +186,7 @@ def test_adding_to_a_group_that_does_not_exist_is_resource_not_found(iot, name):
 
 
 def test_snapshot_job_on_a_group_queues_its_members_and_is_listed_by_group(iot, name):
-    iot.create_thing_group(thingGroupName=name)
-    for thing in ("thing-1", "thing-3"):
-        iot.add_thing_to_thing_group(thingGroupName=name, thingName=thing)
+    make_group(iot, name, ["thing-1", "thing-3"])
     iot.create_job(jobId=name, targets=[thing_group_arn(name)], document=DOCUMENT)
     assert statuses(iot, name) == {"thing-1": "QUEUED", "thing-3": "QUEUED"}
     job = iot.describe_job(jobId=name)["job"]
@@ -376,9 +381,7 @@ def fast_stack(tmp_path_factory) -> Iterator[LocalStack]:
 
 def test_rollout_queues_executions_at_the_maximum_per_minute(fast_stack, name):
     iot = fast_stack.iot_client()
-    iot.create_thing_group(thingGroupName=name)
-    for thing in fast_stack.things:
-        iot.add_thing_to_thing_group(thingGroupName=name, thingName=thing)
+    make_group(iot, name, fast_stack.things)
     iot.create_job(
         jobId=name,
         targets=[thing_group_arn(name)],
@@ -450,9 +453,7 @@ def test_group_rollout_is_aborted_once_failures_pass_the_threshold_while_agents_
     from tests.agent_core_fixtures import InProcessAgent
 
     iot = fast_stack.iot_client()
-    iot.create_thing_group(thingGroupName=name)
-    for thing in fast_stack.things:
-        iot.add_thing_to_thing_group(thingGroupName=name, thingName=thing)
+    make_group(iot, name, fast_stack.things)
     ran = []
 
     def failing(document, job):
