@@ -332,11 +332,13 @@ def jobs_matching(jobs: Sequence[Job], query: Query, registry: Optional[Registry
     group = query.get("thingGroupName")
     if group is not None:
         name_of(group, "thingGroupName")
+        if registry is not None and registry.get_group(group) is None:
+            raise ResourceNotFoundError(f"thingGroupName: thing group {group} does not exist")
     group_id = query.get("thingGroupId")
     if group_id is not None:
         found = registry.group_by_id(group_id) if registry is not None else None
         if found is None:
-            return []
+            raise ResourceNotFoundError(f"thingGroupId: no thing group has the id {group_id}")
         group = found.name if group is None or group == found.name else "\0"
     namespace = namespace_id(query.get("namespaceId"))
     return [

@@ -193,6 +193,10 @@ def test_snapshot_job_on_a_group_queues_its_members_and_is_listed_by_group(iot, 
     assert (job["targets"], job["targetSelection"]) == ([thing_group_arn(name)], "SNAPSHOT")
     listed = iot.list_jobs(thingGroupName=name)["jobs"]
     assert [j["jobId"] for j in listed] == [name]
+    group_id = iot.describe_thing_group(thingGroupName=name)["thingGroupId"]
+    assert [j["jobId"] for j in iot.list_jobs(thingGroupId=group_id)["jobs"]] == [name]
+    error = error_of(iot.list_jobs, thingGroupName=name + "-none")
+    assert error["Code"] == "ResourceNotFoundException"
     iot.add_thing_to_thing_group(thingGroupName=name, thingName="thing-2")
     assert "thing-2" not in statuses(iot, name)  # a snapshot does not follow the group
     iot.cancel_job(jobId=name)
@@ -492,3 +496,53 @@ def test_group_rollout_is_aborted_once_failures_pass_the_threshold_while_agents_
     # The first minute's two things ran and failed; the rest were never queued.
     assert sorted(statuses(iot, name).values()) == ["FAILED", "FAILED"]
     assert len(ran) == 2
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+JUNK = [None, 1, "x", [1], {"a": [1]}, {"attributes": 5}, {"Key": None}]
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("POST", "/things/junk-thing"),
+        ("PATCH", "/things/thing-1"),
+        ("POST", "/thing-groups/junk-group"),
+        ("PUT", "/thing-groups/addThingToThingGroup"),
+        ("PUT", "/thing-groups/removeThingFromThingGroup"),
+        ("POST", "/jobs/junk-job/targets"),
+        ("PATCH", "/jobs/junk-job"),
+        ("PUT", "/jobs/junk-job"),
+        ("POST", "/tags"),
+        ("POST", "/untag"),
+    ],
+)
+def test_junk_in_every_field_is_a_client_error_never_a_crash(stack, method, path):
+    import urllib.error
+    import urllib.request
+
+    fields = {
+        "thingName": None, "thingArn": None, "thingGroupName": None, "thingGroupArn": None,
+        "attributePayload": None, "thingGroupProperties": None, "parentGroupName": None,
+        "tags": None, "tagKeys": None, "resourceArn": None, "targets": None, "comment": None,
+        "description": None, "timeoutConfig": None, "jobExecutionsRolloutConfig": None,
+        "abortConfig": None, "jobExecutionsRetryConfig": None, "targetSelection": None,
+        "namespaceId": None, "document": None, "expectedVersion": None,
+    }  # fmt: skip
+    for field in fields:
+        for junk in JUNK:
+            body = json.dumps({field: junk}).encode()
+            request = urllib.request.Request(stack.control_url + path, data=body, method=method)
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    status = response.status
+            except urllib.error.HTTPError as error:
+                status = error.code
+                assert error.headers["x-amzn-ErrorType"] != "InternalFailureException", (
+                    field,
+                    junk,
+                    error.read(),
+                )
+            assert status < 500, (field, junk)
