@@ -546,3 +546,37 @@ def test_junk_in_every_field_is_a_client_error_never_a_crash(stack, method, path
                     error.read(),
                 )
             assert status < 500, (field, junk)
+
+
+def test_a_rollout_goes_on_after_a_service_restart(fast_stack, name):
+    iot = fast_stack.iot_client()
+    make_group(iot, name, fast_stack.things)
+    iot.create_job(
+        jobId=name,
+        targets=[thing_group_arn(name)],
+        document=DOCUMENT,
+        jobExecutionsRolloutConfig={"maximumPerMinute": 1},
+    )
+    assert len(statuses(iot, name)) == 1
+    fast_stack.restart_service()
+    iot = fast_stack.iot_client()
+    wait_until(lambda: len(statuses(iot, name)) == 4, "the rest of the rollout", timeout=20)
+    iot.cancel_job(jobId=name)
+
+
+def test_cli_targets_a_thing_group(stack, tmp_path, name):
+    for args in (
+        ["create-thing-group", "--thing-group-name", name],
+        ["add-thing-to-thing-group", "--thing-group-name", name, "--thing-name", "thing-3"],
+        [
+            "create-job", "--job-id", name, "--targets", thing_group_arn(name),
+            "--document", DOCUMENT, "--target-selection", "CONTINUOUS",
+        ],
+    ):  # fmt: skip
+        result = aws_cli(stack, tmp_path, *args)
+        assert result.returncode == 0, result.stderr
+    listed = aws_cli(stack, tmp_path, "list-jobs", "--thing-group-name", name)
+    assert [j["jobId"] for j in json.loads(listed.stdout)["jobs"]] == [name]
+    things = aws_cli(stack, tmp_path, "list-things-in-thing-group", "--thing-group-name", name)
+    assert json.loads(things.stdout)["things"] == ["thing-3"]
+    assert aws_cli(stack, tmp_path, "cancel-job", "--job-id", name).returncode == 0
