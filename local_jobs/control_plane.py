@@ -25,7 +25,7 @@ from pathlib import Path
 from time import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
-from local_jobs import fleet_api
+from local_jobs import fleet_api, job_options
 from local_jobs.model import (
     DEFAULT_REGION,
     MAX_JOB_DOCUMENT_CHARS,
@@ -42,6 +42,7 @@ from local_jobs.model import (
     job_arn,
     thing_arn,
 )
+from local_jobs.registry import check_tags
 from local_jobs.validation import (
     MAX_COMMENT_CHARS,
     MAX_DESCRIPTION_CHARS,
@@ -375,7 +376,7 @@ def job_summary_shape(job: Job, region: str, rolling_out: bool = False) -> Dict[
             "createdAt": job.created_at,
             "lastUpdatedAt": job.last_updated_at,
             "completedAt": job.completed_at,
-            **fleet_api.job_fleet_shape(job, rolling_out, summary=True),
+            **job_options.job_fleet_shape(job, rolling_out, summary=True),
         }
     )
 
@@ -393,7 +394,7 @@ def job_shape(
             "forceCanceled": job.force_canceled,
             "reasonCode": job.reason_code,
             "comment": job.comment,
-            "targets": fleet_api.job_targets_shape(job, region),
+            "targets": job_options.job_targets_shape(job, region),
             "description": job.description,
             "createdAt": job.created_at,
             "lastUpdatedAt": job.last_updated_at,
@@ -402,7 +403,7 @@ def job_shape(
                 key: counts.get(status, 0) for status, key in _PROCESS_COUNT_KEYS.items()
             },
             "timeoutConfig": timeout,
-            **fleet_api.job_fleet_shape(job, rolling_out),
+            **job_options.job_fleet_shape(job, rolling_out),
         }
     )
     if job.retry_criteria:
@@ -467,9 +468,9 @@ class _Operations:
                 f"job {job_id}: {', '.join(unsupported)} not supported by the local Jobs service"
             )
         registry = getattr(self.service, "registry", None)
-        options = fleet_api.create_job_options(body, registry)
+        options = job_options.create_job_options(body, registry)
         names = options.pop("targets")
-        tags = fleet_api.check_tags(body["tags"]) if body.get("tags") is not None else {}
+        tags = check_tags(body["tags"]) if body.get("tags") is not None else {}
         document = _field(body, "document", str, "a string")
         source = _field(body, "documentSource", str, "a string")
         if (document is None) == (source is None):
@@ -513,7 +514,7 @@ class _Operations:
         if status is not None and status not in {s.value for s in JobStatus}:
             choices = ", ".join(s.value for s in JobStatus)
             raise _invalid(f"status {status!r} is not one of {choices}")
-        jobs = fleet_api.jobs_matching(
+        jobs = job_options.jobs_matching(
             [j for j in self.service.list_jobs() if status is None or j.status.value == status],
             query,
             getattr(self.service, "registry", None),
@@ -584,7 +585,7 @@ class _Operations:
     ) -> Response:
         thing_name = _thing_name(params["thingName"])
         job_id = _job_id(query["jobId"]) if "jobId" in query else None
-        namespace = fleet_api.namespace_id(query.get("namespaceId")) or ""
+        namespace = job_options.namespace_id(query.get("namespaceId")) or ""
         executions = [
             e
             for e in self.service.list_job_executions_for_thing(thing_name, _status_filter(query))
