@@ -450,21 +450,33 @@ def wait_until(predicate, what: str, timeout: float = 15.0) -> None:
         time.sleep(0.1)
 
 
+@pytest.fixture(scope="module")
+def slow_minute_stack(tmp_path_factory) -> Iterator[LocalStack]:
+    """Four things and a service minute of 30 s: a rollout's second minute never comes
+    within a test."""
+    things = [f"unit-{i}" for i in range(1, 5)]
+    with LocalStack(tmp_path_factory.mktemp("slow"), things=things, minute_seconds=30.0) as stack:
+        yield stack
+
+
 def test_group_rollout_is_aborted_once_failures_pass_the_threshold_while_agents_run_it(
-    fast_stack, name
+    slow_minute_stack, name
 ):
     from agent.errors import JobFailed
     from tests.agent_core_fixtures import InProcessAgent
 
-    iot = fast_stack.iot_client()
-    make_group(iot, name, fast_stack.things)
+    iot = slow_minute_stack.iot_client()
+    make_group(iot, name, slow_minute_stack.things)
     ran = []
 
     def failing(document, job):
         ran.append(job.job_id)
         raise JobFailed("the update does not apply here")
 
-    agents = [InProcessAgent(fast_stack, thing).add("TEST", failing) for thing in fast_stack.things]
+    agents = [
+        InProcessAgent(slow_minute_stack, thing).add("TEST", failing)
+        for thing in slow_minute_stack.things
+    ]
     try:
         for agent in agents:
             agent.start()
@@ -493,7 +505,8 @@ def test_group_rollout_is_aborted_once_failures_pass_the_threshold_while_agents_
     job = iot.describe_job(jobId=name)["job"]
     assert job["reasonCode"] == "ABORT_FAILED_THRESHOLD"
     assert "abortConfig" in job["comment"]
-    # The first minute's two things ran and failed; the rest were never queued.
+    # The first minute's two things ran and failed; the rest were never queued (the second
+    # minute is 30 s away).
     assert sorted(statuses(iot, name).values()) == ["FAILED", "FAILED"]
     assert len(ran) == 2
 
