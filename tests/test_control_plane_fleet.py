@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Dict, Iterator
@@ -383,6 +384,20 @@ def fast_stack(tmp_path_factory) -> Iterator[LocalStack]:
         yield stack
 
 
+@pytest.fixture(scope="module")
+def slow_minute_stack(tmp_path_factory) -> Iterator[LocalStack]:
+    """Four things and a service minute of 30 s: a rollout's second minute never comes
+    within a test."""
+    things = [f"unit-{i}" for i in range(1, 5)]
+    with LocalStack(tmp_path_factory.mktemp("slow"), things=things, minute_seconds=30.0) as stack:
+        yield stack
+
+
+def queued_times(iot, job_id: str):
+    summaries = iot.list_job_executions_for_job(jobId=job_id)["executionSummaries"]
+    return sorted(s["jobExecutionSummary"]["queuedAt"].timestamp() for s in summaries)
+
+
 def test_rollout_queues_executions_at_the_maximum_per_minute(fast_stack, name):
     iot = fast_stack.iot_client()
     make_group(iot, name, fast_stack.things)
@@ -392,14 +407,33 @@ def test_rollout_queues_executions_at_the_maximum_per_minute(fast_stack, name):
         document=DOCUMENT,
         jobExecutionsRolloutConfig={"maximumPerMinute": 2},
     )
-    assert len(statuses(iot, name)) == 2
-    job = iot.describe_job(jobId=name)["job"]
-    assert job["isConcurrent"] is True
-    assert job["jobExecutionsRolloutConfig"] == {"maximumPerMinute": 2}
+    assert iot.describe_job(jobId=name)["job"]["jobExecutionsRolloutConfig"] == {
+        "maximumPerMinute": 2
+    }
     wait_until(lambda: len(statuses(iot, name)) == 4, "the second minute's executions")
+    first, second, third, fourth = queued_times(iot, name)
+    # Two in the first window, two a service minute (1 s) later.
+    assert second - first < 0.5 and fourth - third < 0.5
+    assert third - first >= 0.9
     assert iot.describe_job(jobId=name)["job"]["isConcurrent"] is False
     iot.cancel_job(jobId=name)
 
+
+def test_a_job_holding_executions_back_is_concurrent_until_canceled(slow_minute_stack, name):
+    iot = slow_minute_stack.iot_client()
+    make_group(iot, name, slow_minute_stack.things)
+    iot.create_job(
+        jobId=name,
+        targets=[thing_group_arn(name)],
+        document=DOCUMENT,
+        jobExecutionsRolloutConfig={"maximumPerMinute": 1},
+    )
+    assert len(statuses(iot, name)) == 1
+    assert iot.describe_job(jobId=name)["job"]["isConcurrent"] is True
+    iot.cancel_job(jobId=name)
+    job = iot.describe_job(jobId=name)["job"]
+    assert (job["status"], job["isConcurrent"]) == ("CANCELED", False)
+    assert list(statuses(iot, name).values()) == ["CANCELED"]
 
 def test_bad_rollout_and_abort_configs_name_the_field(iot, name):
     cases = [
@@ -441,22 +475,11 @@ def test_bad_rollout_and_abort_configs_name_the_field(iot, name):
 
 
 def wait_until(predicate, what: str, timeout: float = 15.0) -> None:
-    import time
-
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"no {what} in {timeout} s")
         time.sleep(0.1)
-
-
-@pytest.fixture(scope="module")
-def slow_minute_stack(tmp_path_factory) -> Iterator[LocalStack]:
-    """Four things and a service minute of 30 s: a rollout's second minute never comes
-    within a test."""
-    things = [f"unit-{i}" for i in range(1, 5)]
-    with LocalStack(tmp_path_factory.mktemp("slow"), things=things, minute_seconds=30.0) as stack:
-        yield stack
 
 
 def test_group_rollout_is_aborted_once_failures_pass_the_threshold_while_agents_run_it(
@@ -570,12 +593,12 @@ def test_a_rollout_goes_on_after_a_service_restart(fast_stack, name):
         document=DOCUMENT,
         jobExecutionsRolloutConfig={"maximumPerMinute": 1},
     )
-    assert len(statuses(iot, name)) == 1
+    restarted = time.time()
     fast_stack.restart_service()
     iot = fast_stack.iot_client()
     wait_until(lambda: len(statuses(iot, name)) == 4, "the rest of the rollout", timeout=20)
+    assert queued_times(iot, name)[-1] > restarted  # released by the restarted service
     iot.cancel_job(jobId=name)
-
 
 def test_cli_targets_a_thing_group(stack, tmp_path, name):
     for args in (
