@@ -13,7 +13,7 @@ leaves room, also listed in docs/local-jobs-fleet.md:
 - an exponential rate starts at ``baseRatePerMinute`` and is multiplied by
   ``incrementFactor`` (rounded down, at least one more) each time ``numberOfNotifiedThings``
   more things were queued, or ``numberOfSucceededThings`` more succeeded, since the last
-  increase, never above ``maximumPerMinute``;
+  increase, never above ``maximumPerMinute``; a new rate applies from the next minute;
 - an abort criterion counts the things whose execution ended (SUCCEEDED, FAILED, REJECTED,
   TIMED_OUT; not CANCELED or REMOVED) as executed: once at least
   ``minNumberOfExecutedThings`` did, and the failures of ``failureType`` (ALL: FAILED,
@@ -84,6 +84,8 @@ def after_release(
             increased = max(rate + 1, int(rate * config.increment_factor))
             rate = min(config.maximum_per_minute, increased)
             notified_mark, succeeded_mark = notified, succeeded
+            # The new rate applies from the next minute: this one counts as used up.
+            in_window = max(in_window, rate)
     return (rate, window_start, in_window, notified_mark, succeeded_mark)
 
 

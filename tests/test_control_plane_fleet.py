@@ -419,6 +419,30 @@ def test_rollout_queues_executions_at_the_maximum_per_minute(fast_stack, name):
     iot.cancel_job(jobId=name)
 
 
+def test_exponential_rollout_doubles_its_rate_as_things_are_notified(fast_stack, name):
+    iot = fast_stack.iot_client()
+    make_group(iot, name, fast_stack.things)
+    iot.create_job(
+        jobId=name,
+        targets=[thing_group_arn(name)],
+        document=DOCUMENT,
+        jobExecutionsRolloutConfig={
+            "maximumPerMinute": 100,
+            "exponentialRate": {
+                "baseRatePerMinute": 1,
+                "incrementFactor": 2.0,
+                "rateIncreaseCriteria": {"numberOfNotifiedThings": 1},
+            },
+        },
+    )
+    wait_until(lambda: len(statuses(iot, name)) == 4, "the whole rollout")
+    times = queued_times(iot, name)
+    # One in the first service minute, two in the second (rate 1 -> 2), the last in the third.
+    assert times[2] - times[1] < 0.5
+    assert times[1] - times[0] >= 0.9 and times[3] - times[2] >= 0.9
+    iot.cancel_job(jobId=name)
+
+
 def test_a_job_holding_executions_back_is_concurrent_until_canceled(slow_minute_stack, name):
     iot = slow_minute_stack.iot_client()
     make_group(iot, name, slow_minute_stack.things)

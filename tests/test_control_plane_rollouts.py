@@ -102,3 +102,10 @@ def test_a_database_from_before_fleet_features_opens_with_its_jobs(tmp_path):
         assert [e.job_id for e in store.pending_executions("t1")] == ["old"]
     finally:
         store.close()
+
+
+def test_an_increased_rate_applies_from_the_next_minute():
+    config = RolloutConfig(100, base_rate_per_minute=1, increment_factor=2.0, notified_things=1)
+    state = after_release(config, starting_state(config, 0.0), 1, notified=1, succeeded=0)
+    assert quota(state, now=30.0, minute=60.0)[0] == 0
+    assert quota(state, now=60.0, minute=60.0)[0] == 2
