@@ -917,7 +917,9 @@ class LocalJobsService(JobsService):
             return
         if self.store.planned_count(job_id):
             return
-        if all(e.status.terminal for e in self.store.latest_executions_of_job(job_id)):
+        # Only a job's latest execution on a thing can be pending (a retry is made after
+        # the one before ended), so "no pending execution" is "every latest one ended".
+        if not self.store.has_pending_executions(job_id):
             self.store.update_job(
                 dataclasses.replace(
                     job, status=JobStatus.COMPLETED, completed_at=now, last_updated_at=now

@@ -320,6 +320,15 @@ class Store:
         )
         return [_execution(r) for r in rows]
 
+    def has_pending_executions(self, job_id: str) -> bool:
+        """True while an execution of the job is QUEUED or IN_PROGRESS."""
+        return bool(
+            self._query(
+                "SELECT 1 FROM executions WHERE job_id = ? AND status IN (?, ?) LIMIT 1",
+                (job_id, *_PENDING),
+            )
+        )
+
     def latest_executions_of_job(self, job_id: str) -> List[JobExecution]:
         """The latest execution of the job on each thing, in the order they were first queued."""
         rows = self._query(
