@@ -380,11 +380,9 @@ class LocalJobsService(JobsService):
                 return
             now = self.now()
             groups = set(self.registry.groups_of(thing))
-            for job in self.store.list_jobs():
+            for job in self.store.continuous_jobs_in_progress():
                 if (
-                    job.continuous
-                    and job.status is JobStatus.IN_PROGRESS
-                    and groups.intersection(job.target_groups)
+                    groups.intersection(job.target_groups)
                     and self.store.get_execution(job.job_id, thing) is None
                     and thing not in self.store.planned_things(job.job_id)
                 ):
@@ -399,8 +397,8 @@ class LocalJobsService(JobsService):
                 return
             now = self.now()
             groups = set(self.registry.groups_of(thing))
-            for job in self.store.list_jobs():
-                if not job.continuous or thing in job.targets:
+            for job in self.store.continuous_jobs_in_progress():
+                if thing in job.targets:
                     continue
                 if groups.intersection(job.target_groups):
                     continue

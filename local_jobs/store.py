@@ -216,6 +216,15 @@ class Store:
     def list_jobs(self) -> List[Job]:
         return [_job(r) for r in self._query(f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY seq")]
 
+    def continuous_jobs_in_progress(self) -> List[Job]:
+        """IN_PROGRESS jobs whose targetSelection is CONTINUOUS, in creation order."""
+        rows = self._query(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = 'IN_PROGRESS'"
+            # LIKE, not json_extract: SQLite builds without JSON1 exist (fleet is json.dumps').
+            " AND fleet LIKE '%\"target_selection\": \"CONTINUOUS\"%' ORDER BY seq"
+        )
+        return [_job(r) for r in rows]
+
     def delete_job(self, job_id: str) -> None:
         with self.transaction():
             self._execute("DELETE FROM executions WHERE job_id = ?", (job_id,))
