@@ -424,14 +424,13 @@ class Registry:
     def members(self, group: str, recursive: bool = False) -> List[str]:
         """Thing names in the group (and its descendants when ``recursive``), in join order."""
         groups = [group] + (self.descendants(group) if recursive else [])
-        found: List[str] = []
+        found: Dict[str, None] = {}
         for name in groups:
             for row in self.store.query(
                 "SELECT thing_name FROM group_members WHERE group_name = ? ORDER BY seq", (name,)
             ):
-                if row[0] not in found:
-                    found.append(row[0])
-        return found
+                found.setdefault(row[0])
+        return list(found)
 
     def groups_of(self, thing: str) -> List[str]:
         """Groups the thing is in directly, then their ancestors (a job on a parent reaches

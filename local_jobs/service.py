@@ -247,9 +247,8 @@ class LocalJobsService(JobsService):
             direct = tuple(things)
             for group in target_groups:
                 self.registry.group(group)
-                for member in self.registry.members(group, recursive=True):
-                    if member not in things:
-                        things.append(member)
+                things.extend(self.registry.members(group, recursive=True))
+            things = list(dict.fromkeys(things))
             now = self.now()
             job = Job(
                 job_id=job_id,
