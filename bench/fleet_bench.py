@@ -56,14 +56,15 @@ class NotifiedDevice:
         client.subscribe([(f"{self._prefix}/{suffix}", 1) for suffix in suffixes])
 
     def _on_message(self, client: mqtt.Client, _data: object, message: mqtt.MQTTMessage) -> None:
-        suffix = message.topic[len(self._prefix) + 1:]
+        suffix = message.topic[len(self._prefix) + 1 :]
         payload = json.loads(message.payload or b"{}")
         if suffix == "notify-next":
             execution = payload.get("execution")
             if execution:
                 update = {"status": "SUCCEEDED", "expectedVersion": execution["versionNumber"]}
-                client.publish(f"{self._prefix}/{execution['jobId']}/update",
-                               json.dumps(update), qos=1)
+                client.publish(
+                    f"{self._prefix}/{execution['jobId']}/update", json.dumps(update), qos=1
+                )
         elif suffix.endswith("/update/accepted"):
             self._on_success()
         else:
@@ -134,10 +135,29 @@ def group_job_rows(ctx: BenchContext) -> List[Row]:
     by_arn, by_group = [], []
     with Fleet(connections) as fleet:
         for run in range(ctx.runs):
-            by_arn.append(fleet.time_job(lambda run=run: iot.create_job(
-                jobId=f"fleet-arns-{run}", targets=arns, document=document)))
-            by_group.append(fleet.time_job(lambda run=run: iot.create_job(
-                jobId=f"fleet-group-{run}", targets=[group_arn], document=document,
-                jobExecutionsRolloutConfig={"maximumPerMinute": 1000})))
-    return [Row(f"fleet: CreateJob->all SUCCEEDED, {count}-thing group job, rollout 1000/min",
-                median(by_group), "ms", median(by_arn), f"{count} thing-ARN job")]
+            by_arn.append(
+                fleet.time_job(
+                    lambda run=run: iot.create_job(
+                        jobId=f"fleet-arns-{run}", targets=arns, document=document
+                    )
+                )
+            )
+            by_group.append(
+                fleet.time_job(
+                    lambda run=run: iot.create_job(
+                        jobId=f"fleet-group-{run}",
+                        targets=[group_arn],
+                        document=document,
+                        jobExecutionsRolloutConfig={"maximumPerMinute": 1000},
+                    )
+                )
+            )
+    return [
+        Row(
+            f"fleet: CreateJob->all SUCCEEDED, {count}-thing group job, rollout 1000/min",
+            median(by_group),
+            "ms",
+            median(by_arn),
+            f"{count} thing-ARN job",
+        )
+    ]

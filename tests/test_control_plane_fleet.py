@@ -74,9 +74,7 @@ def make_group(iot, name: str, things) -> None:
 
 def statuses(iot, job_id: str) -> Dict[str, str]:
     summaries = iot.list_job_executions_for_job(jobId=job_id)["executionSummaries"]
-    return {
-        s["thingArn"].rsplit("/", 1)[1]: s["jobExecutionSummary"]["status"] for s in summaries
-    }
+    return {s["thingArn"].rsplit("/", 1)[1]: s["jobExecutionSummary"]["status"] for s in summaries}
 
 
 # --------------------------------------------------------------------------- things
@@ -157,9 +155,12 @@ def test_thing_group_lifecycle_and_membership(iot, name):
     assert described["thingGroupMetadata"]["rootToParentThingGroups"] == [
         {"groupName": name, "groupArn": thing_group_arn(name)}
     ]
-    assert iot.describe_thing_group(thingGroupName=name)["thingGroupProperties"][
-        "thingGroupDescription"
-    ] == "the fleet"
+    assert (
+        iot.describe_thing_group(thingGroupName=name)["thingGroupProperties"][
+            "thingGroupDescription"
+        ]
+        == "the fleet"
+    )
     iot.add_thing_to_thing_group(thingGroupName=name, thingName="thing-1")
     iot.add_thing_to_thing_group(
         thingGroupArn=thing_group_arn(child), thingArn=thing_arn("thing-2")
@@ -217,8 +218,9 @@ def test_continuous_job_reaches_a_thing_added_to_its_group_later(stack, iot, nam
         iot.add_thing_to_thing_group(thingGroupName=name, thingName="thing-3")
         assert statuses(iot, name) == {"thing-3": "QUEUED"}
         assert device.wait_for(
-            lambda topic, body: topic == "notify"
-            and name in [j["jobId"] for j in body["jobs"].get("QUEUED", [])]
+            lambda topic, body: (
+                topic == "notify" and name in [j["jobId"] for j in body["jobs"].get("QUEUED", [])]
+            )
         )
         iot.remove_thing_from_thing_group(thingGroupName=name, thingName="thing-3")
         assert statuses(iot, name) == {"thing-3": "REMOVED"}
@@ -393,20 +395,26 @@ def slow_minute_stack(tmp_path_factory) -> Iterator[LocalStack]:
         yield stack
 
 
+def group_rollout(stack, name: str, rollout: dict):
+    """A job on a new group of all the stack's things with ``rollout``; the stack's client."""
+    iot = stack.iot_client()
+    make_group(iot, name, stack.things)
+    iot.create_job(
+        jobId=name,
+        targets=[thing_group_arn(name)],
+        document=DOCUMENT,
+        jobExecutionsRolloutConfig=rollout,
+    )
+    return iot
+
+
 def queued_times(iot, job_id: str):
     summaries = iot.list_job_executions_for_job(jobId=job_id)["executionSummaries"]
     return sorted(s["jobExecutionSummary"]["queuedAt"].timestamp() for s in summaries)
 
 
 def test_rollout_queues_executions_at_the_maximum_per_minute(fast_stack, name):
-    iot = fast_stack.iot_client()
-    make_group(iot, name, fast_stack.things)
-    iot.create_job(
-        jobId=name,
-        targets=[thing_group_arn(name)],
-        document=DOCUMENT,
-        jobExecutionsRolloutConfig={"maximumPerMinute": 2},
-    )
+    iot = group_rollout(fast_stack, name, {"maximumPerMinute": 2})
     assert iot.describe_job(jobId=name)["job"]["jobExecutionsRolloutConfig"] == {
         "maximumPerMinute": 2
     }
@@ -420,13 +428,10 @@ def test_rollout_queues_executions_at_the_maximum_per_minute(fast_stack, name):
 
 
 def test_exponential_rollout_doubles_its_rate_as_things_are_notified(fast_stack, name):
-    iot = fast_stack.iot_client()
-    make_group(iot, name, fast_stack.things)
-    iot.create_job(
-        jobId=name,
-        targets=[thing_group_arn(name)],
-        document=DOCUMENT,
-        jobExecutionsRolloutConfig={
+    iot = group_rollout(
+        fast_stack,
+        name,
+        {
             "maximumPerMinute": 100,
             "exponentialRate": {
                 "baseRatePerMinute": 1,
@@ -444,20 +449,14 @@ def test_exponential_rollout_doubles_its_rate_as_things_are_notified(fast_stack,
 
 
 def test_a_job_holding_executions_back_is_concurrent_until_canceled(slow_minute_stack, name):
-    iot = slow_minute_stack.iot_client()
-    make_group(iot, name, slow_minute_stack.things)
-    iot.create_job(
-        jobId=name,
-        targets=[thing_group_arn(name)],
-        document=DOCUMENT,
-        jobExecutionsRolloutConfig={"maximumPerMinute": 1},
-    )
+    iot = group_rollout(slow_minute_stack, name, {"maximumPerMinute": 1})
     assert len(statuses(iot, name)) == 1
     assert iot.describe_job(jobId=name)["job"]["isConcurrent"] is True
     iot.cancel_job(jobId=name)
     job = iot.describe_job(jobId=name)["job"]
     assert (job["status"], job["isConcurrent"]) == ("CANCELED", False)
     assert list(statuses(iot, name).values()) == ["CANCELED"]
+
 
 def test_bad_rollout_and_abort_configs_name_the_field(iot, name):
     cases = [
@@ -543,9 +542,7 @@ def test_group_rollout_is_aborted_once_failures_pass_the_threshold_while_agents_
                 ]
             },
         )
-        wait_until(
-            lambda: iot.describe_job(jobId=name)["job"]["status"] == "CANCELED", "abort"
-        )
+        wait_until(lambda: iot.describe_job(jobId=name)["job"]["status"] == "CANCELED", "abort")
     finally:
         for agent in agents:
             agent.stop()
@@ -609,20 +606,14 @@ def test_junk_in_every_field_is_a_client_error_never_a_crash(stack, method, path
 
 
 def test_a_rollout_goes_on_after_a_service_restart(fast_stack, name):
-    iot = fast_stack.iot_client()
-    make_group(iot, name, fast_stack.things)
-    iot.create_job(
-        jobId=name,
-        targets=[thing_group_arn(name)],
-        document=DOCUMENT,
-        jobExecutionsRolloutConfig={"maximumPerMinute": 1},
-    )
+    iot = group_rollout(fast_stack, name, {"maximumPerMinute": 1})
     restarted = time.time()
     fast_stack.restart_service()
     iot = fast_stack.iot_client()
     wait_until(lambda: len(statuses(iot, name)) == 4, "the rest of the rollout", timeout=20)
     assert queued_times(iot, name)[-1] > restarted  # released by the restarted service
     iot.cancel_job(jobId=name)
+
 
 def test_cli_targets_a_thing_group(stack, tmp_path, name):
     for args in (
