@@ -25,6 +25,7 @@ from pathlib import Path
 from time import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
+from local_jobs import template_api
 from local_jobs.model import (
     DEFAULT_REGION,
     MAX_JOB_DOCUMENT_CHARS,
@@ -36,22 +37,21 @@ from local_jobs.model import (
     JobsService,
     JobStatus,
     RetryCriterion,
-    RetryFailureType,
     ServiceError,
     job_arn,
     thing_arn,
 )
+from local_jobs.templates import TemplateStore
 from local_jobs.validation import (
     MAX_COMMENT_CHARS,
     MAX_DESCRIPTION_CHARS,
     MAX_DOCUMENT_SOURCE_CHARS,
-    MAX_RETRIES,
-    MAX_RETRY_CRITERIA,
     REASON_CODE_PATTERN,
     check_document,
     check_in_progress_timeout,
     check_job_id,
     check_thing_name,
+    parse_retry_config,
 )
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,6 @@ _UNSUPPORTED_CREATE_FIELDS = (
     "jobExecutionsRolloutConfig",
     "abortConfig",
     "namespaceId",
-    "jobTemplateArn",
-    "documentParameters",
     "schedulingConfig",
     "destinationPackageVersions",
 )
@@ -97,9 +95,12 @@ class ControlPlaneServer(ThreadingHTTPServer):
         *,
         documents_dir: Optional[Path],
         region: str,
+        templates: Optional[TemplateStore] = None,
     ) -> None:
         super().__init__(address, _RequestHandler)
         self.service = service
+        # Custom job templates; in memory unless the process hands over its database's.
+        self.templates = templates if templates is not None else TemplateStore()
         self.documents_dir = documents_dir
         self.region = region
         # DescribeJob echoes the documentSource a job was made from; JobsService keeps no
@@ -148,10 +149,12 @@ def serve(
     *,
     documents_dir: Union[str, os.PathLike[str], None] = None,
     region: str = DEFAULT_REGION,
+    templates: Optional[TemplateStore] = None,
 ) -> ControlPlaneServer:
     """Start the control plane on ``host:port`` (0 = a free port) in a daemon thread.
 
-    ``documents_dir`` is where a relative CreateJob ``documentSource`` is looked up. The
+    ``documents_dir`` is where a relative CreateJob ``documentSource`` is looked up;
+    ``templates`` keeps the custom job templates (in memory when not given). The
     returned server has ``.server_address``, ``.url`` and ``.shutdown()``. Raises OSError
     when the address cannot be bound.
     """
@@ -160,6 +163,7 @@ def serve(
         service,
         documents_dir=Path(documents_dir).resolve() if documents_dir is not None else None,
         region=region,
+        templates=templates,
     )
     server.start()
     log.info("control plane listening on %s", server.url)
@@ -316,29 +320,7 @@ def _retry_criteria(body: Body) -> List[RetryCriterion]:
     config = _field(body, "jobExecutionsRetryConfig", dict, "an object")
     if config is None:
         return []
-    where = "jobExecutionsRetryConfig.criteriaList"
-    criteria = config.get("criteriaList")
-    if not isinstance(criteria, list) or not 1 <= len(criteria) <= MAX_RETRY_CRITERIA:
-        raise _invalid(f"{where} must be a list of 1 to {MAX_RETRY_CRITERIA} criteria")
-    result = []
-    for index, item in enumerate(criteria):
-        at = f"{where}[{index}]"
-        if not isinstance(item, dict):
-            raise _invalid(f"{at} must be an object with failureType and numberOfRetries")
-        try:
-            failure_type = RetryFailureType(item.get("failureType"))
-        except ValueError:
-            choices = ", ".join(t.value for t in RetryFailureType)
-            raise _invalid(f"{at}.failureType must be one of {choices}") from None
-        retries = item.get("numberOfRetries")
-        if (
-            not isinstance(retries, int)
-            or isinstance(retries, bool)
-            or not (0 <= retries <= MAX_RETRIES)
-        ):
-            raise _invalid(f"{at}.numberOfRetries must be an integer from 0 to {MAX_RETRIES}")
-        result.append(RetryCriterion(failure_type, retries))
-    return result
+    return parse_retry_config(config)
 
 
 # --------------------------------------------------------------------------- response shapes
@@ -463,6 +445,7 @@ class _Operations:
 
     def create_job(self, params: Dict[str, str], query: Query, body: Body) -> Response:
         job_id = _job_id(params["jobId"])
+        body, template_use = template_api.expand_create_job(self, body)
         unsupported = [name for name in _UNSUPPORTED_CREATE_FIELDS if body.get(name)]
         if unsupported:
             raise _invalid(
@@ -492,6 +475,7 @@ class _Operations:
             retry_criteria=_retry_criteria(body),
         )
         self.server.remember_document_source(job_id, source)
+        template_api.remember_template_use(self, job_id, template_use)
         log.info("job %s: created for %s", job_id, ", ".join(names))
         return job_reference_shape(job, self.region)
 
@@ -502,7 +486,10 @@ class _Operations:
         return _without_none(
             {
                 "documentSource": self.server.document_source(job_id),
-                "job": job_shape(job, counts, self.region),
+                "job": {
+                    **job_shape(job, counts, self.region),
+                    **template_api.template_fields_of_job(self, job_id),
+                },
             }
         )
 
@@ -550,6 +537,7 @@ class _Operations:
         force = _flag(query, "force")
         self.service.delete_job(job_id, force=force)
         self.server.remember_document_source(job_id, None)
+        template_api.forget_job(self, job_id)
         log.info("job %s: deleted%s", job_id, " with force" if force else "")
         return None
 
@@ -618,6 +606,11 @@ class _Operations:
         )
         return None
 
+    def create_job_template(self, params: Dict[str, str], query: Query, body: Body) -> Response:
+        return template_api.create_job_template(
+            self, params, query, body, unsupported=_UNSUPPORTED_CREATE_FIELDS
+        )
+
 
 Handler = Callable[[_Operations, Dict[str, str], Query, Body], Response]
 
@@ -660,6 +653,37 @@ _ROUTES: List[Tuple[str, re.Pattern[str], str, Handler]] = [
             r"/things/(?P<thingName>{s})/jobs/(?P<jobId>{s})/cancel",
             "CancelJobExecution",
             _Operations.cancel_job_execution,
+        ),
+        ("GET", r"/job-templates", "ListJobTemplates", template_api.list_job_templates),
+        (
+            "PUT",
+            r"/job-templates/(?P<jobTemplateId>{s})",
+            "CreateJobTemplate",
+            _Operations.create_job_template,
+        ),
+        (
+            "GET",
+            r"/job-templates/(?P<jobTemplateId>{s})",
+            "DescribeJobTemplate",
+            template_api.describe_job_template,
+        ),
+        (
+            "DELETE",
+            r"/job-templates/(?P<jobTemplateId>{s})",
+            "DeleteJobTemplate",
+            template_api.delete_job_template,
+        ),
+        (
+            "GET",
+            r"/managed-job-templates",
+            "ListManagedJobTemplates",
+            template_api.list_managed_job_templates,
+        ),
+        (
+            "GET",
+            r"/managed-job-templates/(?P<templateName>{s})",
+            "DescribeManagedJobTemplate",
+            template_api.describe_managed_job_template,
         ),
     ]
 ]

@@ -21,6 +21,7 @@ from local_jobs.certificates import ensure_certificates
 from local_jobs.data_plane import DataPlane
 from local_jobs.service import LocalJobsService
 from local_jobs.store import Store
+from local_jobs.templates import TemplateStore
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +111,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _start_control_plane(
     service: LocalJobsService, host: str, port: int, documents_dir: Optional[str]
 ) -> control_plane.ControlPlaneServer:
+    templates = TemplateStore(service.store.path)
     if documents_dir:
-        server = control_plane.serve(service, host, port, documents_dir=documents_dir)
+        server = control_plane.serve(
+            service, host, port, documents_dir=documents_dir, templates=templates
+        )
     else:
-        server = control_plane.serve(service, host, port)
+        server = control_plane.serve(service, host, port, templates=templates)
     log.info("control plane listening on %s", server.server_address)
     return server
 
