@@ -60,14 +60,14 @@ def _previous_ports(endpoints_path: Path):
     """Ports of the last run in this folder, when still free, so agent settings stay valid."""
     try:
         previous = json.loads(endpoints_path.read_text())
-        mqtt_port = int(previous["mqtt_port"])
-        control_port = int(previous["control_url"].rsplit(":", 1)[1])
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
-        return None, None
-    return (
-        mqtt_port if port_is_free(mqtt_port) else None,
-        control_port if port_is_free(control_port) else None,
-    )
+        ports = [
+            int(previous["mqtt_port"]),
+            int(previous["control_url"].rsplit(":", 1)[1]),
+            int(previous.get("jobs_data_url", ":0").rsplit(":", 1)[1]),
+        ]
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None, None, None
+    return tuple(port if port and port_is_free(port) else None for port in ports)
 
 
 AWS_ENVIRONMENT = (
@@ -158,7 +158,7 @@ def up(args: argparse.Namespace) -> int:
     directory = args.dir.resolve()
     things = args.thing or ["thing-1"]
     endpoints_path = directory / "endpoints.json"
-    mqtt_port, control_port = _previous_ports(endpoints_path)
+    mqtt_port, control_port, jobs_data_port = _previous_ports(endpoints_path)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -170,6 +170,7 @@ def up(args: argparse.Namespace) -> int:
             minute_seconds=args.minute_seconds,
             mqtt_port=mqtt_port,
             control_port=control_port,
+            jobs_data_port=jobs_data_port,
             log_level=args.log_level,
         )
         stack.start()
@@ -189,6 +190,7 @@ def up(args: argparse.Namespace) -> int:
             "Local AWS IoT Jobs service is up.",
             f"  MQTT endpoint:  localhost:{stack.mqtt_port} (mutual TLS, CA {stack.ca_path})",
             f"  control plane:  {stack.control_url}",
+            f"  HTTPS device API (iot-jobs-data): {stack.jobs_data_url} (the thing's certificate)",
             f"  endpoints:      {endpoints_path}",
         ]
         for name in stack.things:

@@ -690,6 +690,16 @@ _ROUTES: List[Tuple[str, re.Pattern[str], str, Handler]] = [
 SUPPORTED_OPERATIONS = tuple(name for _, _, name, _ in _ROUTES)
 
 
+def _refuse_device_api(authorization: str) -> None:
+    """boto3's ``iot-jobs-data`` client signs for that service: its routes overlap ours
+    (GET /things/{thing}/jobs), so answering would be silently wrong."""
+    if "/iot-jobs-data/aws4_request" in authorization:
+        raise UnknownOperationError(
+            "this is the control plane (iot); the HTTPS device API (iot-jobs-data) is served "
+            "at jobs_data_url in endpoints.json, with the thing's client certificate"
+        )
+
+
 def _route(method: str, path: str) -> Tuple[str, Handler, Dict[str, str]]:
     for route_method, pattern, name, handler in _ROUTES:
         match = pattern.fullmatch(path)
@@ -727,6 +737,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         raw = self._read_body()
         try:
             parts = urllib.parse.urlsplit(self.path)
+            _refuse_device_api(self.headers.get("Authorization", ""))
             name, handler, params = _route(self.command, parts.path)
             query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
             result = handler(_Operations(self.server), params, query, _parse_body(raw))

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Optional, Sequence
 
-from local_jobs import control_plane
+from local_jobs import control_plane, jobs_data
 from local_jobs.certificates import ensure_certificates
 from local_jobs.data_plane import DataPlane
 from local_jobs.service import LocalJobsService
@@ -37,6 +37,8 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--documents-dir", help="folder for relative CreateJob documentSource")
     parser.add_argument("--control-host", default="127.0.0.1")
     parser.add_argument("--control-port", type=int, default=0, help="0: no control plane")
+    parser.add_argument("--jobs-data-port", type=int, default=0,
+                        help="port of the HTTPS device API (iot-jobs-data); 0: none")
     parser.add_argument("--minute-seconds", type=float, default=60.0)
     parser.add_argument("--requests-per-second", type=float, default=0.0,
                         help="per-thing request limit before RequestThrottled (0: none)")
@@ -84,10 +86,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         on_subscribed=on_subscribed,
     )
     control = None
+    jobs_data_server = None
     try:
         if args.control_port:
             control = _start_control_plane(
                 service, args.control_host, args.control_port, args.documents_dir
+            )
+        if args.jobs_data_port:
+            jobs_data_server = jobs_data.serve(
+                service,
+                args.control_host,
+                args.jobs_data_port,
+                ca=certs.ca.certificate,
+                certificate=certs.server.certificate,
+                private_key=certs.server.private_key,
             )
         plane.start()
         log.info(
@@ -102,6 +114,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         if control is not None:
             control.shutdown()
+        if jobs_data_server is not None:
+            jobs_data_server.shutdown()
         plane.stop()
         service.close()
         store.close()

@@ -85,6 +85,7 @@ class LocalStack:
         *,
         mqtt_port: Optional[int] = None,
         control_port: Optional[int] = None,
+        jobs_data_port: Optional[int] = None,
         requests_per_second: Optional[float] = None,
         log_level: str = "INFO",
     ):
@@ -103,6 +104,9 @@ class LocalStack:
         self.mqtt_port = mqtt_port or self._hold_port(0)
         self.control_port = control_port or self._hold_port(0)
         self.control_url = f"http://127.0.0.1:{self.control_port}"
+        # The HTTPS device API (iot-jobs-data): its certificate names localhost.
+        self.jobs_data_port = jobs_data_port or self._hold_port(0)
+        self.jobs_data_url = f"https://localhost:{self.jobs_data_port}"
         self.certs_dir = self.directory / "certs.d"
         self.broker_dir = self.directory / "broker.d"
         self.service_dir = self.directory / "service.d"
@@ -123,7 +127,7 @@ class LocalStack:
         """
         self.directory.mkdir(parents=True, exist_ok=True)
         self.documents_dir.mkdir(exist_ok=True)
-        for port in (self.mqtt_port, self.control_port):
+        for port in (self.mqtt_port, self.control_port, self.jobs_data_port):
             self._hold_port(port)
         self._certs = ensure_certificates(self.certs_dir, self._things)
         for name in self._things:
@@ -198,6 +202,7 @@ class LocalStack:
             "mqtt_host": "localhost",
             "mqtt_port": self.mqtt_port,
             "control_url": self.control_url,
+            "jobs_data_url": self.jobs_data_url,
             "ca_path": str(self.ca_path),
             "minute_seconds": self.minute_seconds,
             "things": {
@@ -221,6 +226,22 @@ class LocalStack:
             region_name="us-east-1",
             aws_access_key_id="local",
             aws_secret_access_key="local",  # noqa: S106 - dummy credentials of a local service
+        )
+
+    def jobs_data_client(self, thing_name: str):
+        """A boto3 'iot-jobs-data' client speaking HTTPS as ``thing_name`` (its certificate)."""
+        import boto3
+        from botocore.config import Config
+
+        creds = self.thing(thing_name)
+        return boto3.client(
+            "iot-jobs-data",
+            endpoint_url=self.jobs_data_url,
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",  # noqa: S106 - dummy credentials of a local service
+            verify=str(self.ca_path),
+            config=Config(client_cert=(str(creds.certificate), str(creds.private_key))),
         )
 
     # broker
@@ -270,6 +291,7 @@ class LocalStack:
             "--mqtt-port", str(self.mqtt_port),
             "--certs", str(self.certs_dir),
             "--control-port", str(self.control_port),
+            "--jobs-data-port", str(self.jobs_data_port),
             "--minute-seconds", repr(self.minute_seconds),
             "--ready-file", str(self._ready_file),
             "--documents-dir", str(self.documents_dir),
