@@ -64,9 +64,10 @@ def _previous_ports(endpoints_path: Path):
             int(previous["mqtt_port"]),
             int(previous["control_url"].rsplit(":", 1)[1]),
             int(previous.get("jobs_data_url", ":0").rsplit(":", 1)[1]),
+            int(previous.get("s3_url", ":0").rsplit(":", 1)[1]),
         ]
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
-        return None, None, None
+        return None, None, None, None
     return tuple(port if port and port_is_free(port) else None for port in ports)
 
 
@@ -139,6 +140,38 @@ def prepare_apt(stack: LocalStack, host_apt: bool) -> Optional[DemoApt]:
     return apt
 
 
+def prepare_downloads(stack: LocalStack) -> None:
+    """Let Download-File jobs write to ``DIR/<thing>/downloads`` and trust the local S3."""
+    for name in stack.things:
+        path = stack.thing(name).settings_path
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(path)
+        if not parser.has_section("download"):
+            parser.add_section("download")
+        if not parser.get("download", "directory", fallback=""):
+            parser.set("download", "directory", str(path.parent / "downloads"))
+        parser.set("download", "ca_file", str(stack.ca_path))
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w") as stream:
+            stream.write("# Written by ./localjobs up for the local AWS IoT Jobs service.\n")
+            parser.write(stream)
+        os.replace(tmp, path)
+
+
+def s3_commands(stack: LocalStack, thing_name: str) -> List[str]:
+    """Shell lines that put a job document into the local S3 and make a job from it."""
+    aws = shlex.quote(str(AWS_CLI))
+    where = f"--endpoint-url {stack.s3_url} --ca-bundle {shlex.quote(str(stack.ca_path))}"
+    document = shlex.quote(json.dumps(EXAMPLE_DOCUMENT))
+    return [
+        f"echo {document} > job.json",
+        f"{aws} s3 mb s3://jobs {where}",
+        f"{aws} s3 cp job.json s3://jobs/job.json {where}",
+        f"{aws} iot create-job --endpoint-url {stack.control_url} --job-id from-s3-1"
+        f" --targets {stack.thing(thing_name).arn} --document-source s3://jobs/job.json",
+    ]
+
+
 def _apt_lines(apt: Optional[DemoApt]) -> List[str]:
     if apt is None:
         return [
@@ -158,7 +191,7 @@ def up(args: argparse.Namespace) -> int:
     directory = args.dir.resolve()
     things = args.thing or ["thing-1"]
     endpoints_path = directory / "endpoints.json"
-    mqtt_port, control_port, jobs_data_port = _previous_ports(endpoints_path)
+    mqtt_port, control_port, jobs_data_port, s3_port = _previous_ports(endpoints_path)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -171,10 +204,13 @@ def up(args: argparse.Namespace) -> int:
             mqtt_port=mqtt_port,
             control_port=control_port,
             jobs_data_port=jobs_data_port,
+            s3=True,
+            s3_port=s3_port,
             log_level=args.log_level,
         )
         stack.start()
         apt = prepare_apt(stack, args.host_apt)
+        prepare_downloads(stack)
         job_id = free_job_id(stack)
     except (CertificateError, BrokerError, StackError, AptRepoError, OSError) as error:
         print(f"localjobs: {error}", file=sys.stderr)
@@ -205,6 +241,12 @@ def up(args: argparse.Namespace) -> int:
             "  (the agent runs the job, then waits for more; Ctrl-C stops it)",
             "See the outcome (from another terminal, after the same export):",
             "  " + commands[3],
+            "",
+            f"Local S3 ({stack.s3_url}; objects live until ./localjobs up stops): a job from a "
+            "document in S3",
+            *("  " + line for line in s3_commands(stack, things[0])),
+            "  (${aws:iot:s3-presigned-url:https://s3.amazonaws.com/BUCKET/KEY} in a document"
+            " becomes a fresh presigned URL of the local S3 each time a device gets it)",
             "",
             "Ctrl-C stops everything.",
         ]

@@ -41,6 +41,7 @@ from local_jobs.model import (
     job_arn,
     thing_arn,
 )
+from local_jobs.s3 import LocalS3, s3_location
 from local_jobs.templates import TemplateStore
 from local_jobs.validation import (
     MAX_COMMENT_CHARS,
@@ -50,6 +51,7 @@ from local_jobs.validation import (
     check_document,
     check_in_progress_timeout,
     check_job_id,
+    check_presigned_url_config,
     check_thing_name,
     parse_retry_config,
 )
@@ -63,7 +65,6 @@ _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # CreateJob fields with no local meaning. Refused rather than ignored, so that nobody believes
 # a rollout, abort or schedule is being honoured when it is not.
 _UNSUPPORTED_CREATE_FIELDS = (
-    "presignedUrlConfig",
     "jobExecutionsRolloutConfig",
     "abortConfig",
     "namespaceId",
@@ -96,11 +97,14 @@ class ControlPlaneServer(ThreadingHTTPServer):
         documents_dir: Optional[Path],
         region: str,
         templates: Optional[TemplateStore] = None,
+        s3: Optional[LocalS3] = None,
     ) -> None:
         super().__init__(address, _RequestHandler)
         self.service = service
         # Custom job templates; in memory unless the process hands over its database's.
         self.templates = templates if templates is not None else TemplateStore()
+        # The local S3 (documentSource s3:// and presigned URLs), when one runs.
+        self.s3 = s3
         self.documents_dir = documents_dir
         self.region = region
         # DescribeJob echoes the documentSource a job was made from; JobsService keeps no
@@ -150,6 +154,7 @@ def serve(
     documents_dir: Union[str, os.PathLike[str], None] = None,
     region: str = DEFAULT_REGION,
     templates: Optional[TemplateStore] = None,
+    s3: Optional[LocalS3] = None,
 ) -> ControlPlaneServer:
     """Start the control plane on ``host:port`` (0 = a free port) in a daemon thread.
 
@@ -164,6 +169,7 @@ def serve(
         documents_dir=Path(documents_dir).resolve() if documents_dir is not None else None,
         region=region,
         templates=templates,
+        s3=s3,
     )
     server.start()
     log.info("control plane listening on %s", server.url)
@@ -247,12 +253,15 @@ _LOCAL_SOURCE_HINT = (
 )
 
 
-def read_document_source(source: str, documents_dir: Optional[Path]) -> str:
+def read_document_source(
+    source: str, documents_dir: Optional[Path], s3: Optional[LocalS3] = None
+) -> str:
     """The job document that a CreateJob ``documentSource`` names on this machine.
 
-    Accepts an absolute path, a ``file://`` URL, or a path relative to ``documents_dir``.
-    Raises InvalidRequestError for S3 and other remote URLs, missing or unreadable files,
-    paths outside ``documents_dir`` and invalid documents, naming the source.
+    Accepts an S3 object URL when ``s3`` (the local S3) is given, an absolute path, a
+    ``file://`` URL, or a path relative to ``documents_dir``. Raises InvalidRequestError for
+    other remote URLs, missing or unreadable objects and files, paths outside
+    ``documents_dir`` and invalid documents, naming the source.
     """
     if len(source) > MAX_DOCUMENT_SOURCE_CHARS:
         raise _invalid(f"documentSource is longer than {MAX_DOCUMENT_SOURCE_CHARS} characters")
@@ -263,10 +272,19 @@ def read_document_source(source: str, documents_dir: Optional[Path]) -> str:
         )
     parts = urllib.parse.urlsplit(source)
     scheme = parts.scheme.lower()
+    if s3 is not None and s3_location(source) is not None:
+        text = s3.read_document(source, MAX_JOB_DOCUMENT_CHARS)
+        if len(text) > MAX_JOB_DOCUMENT_CHARS:
+            raise _invalid(
+                f"documentSource {source!r} is longer than the {MAX_JOB_DOCUMENT_CHARS}-character"
+                f" job document limit"
+            )
+        return check_document(text, f"documentSource {source!r}")
     if scheme == "s3" or (scheme in ("http", "https") and ".amazonaws.com" in parts.netloc):
         raise _invalid(
-            f"documentSource {source!r}: S3 is not reachable from the local Jobs service; "
-            f"{_LOCAL_SOURCE_HINT}"
+            f"documentSource {source!r}: S3 is not reachable: this local Jobs service runs "
+            f"without its local S3 "
+            f"(./localjobs up starts one: s3_url in endpoints.json); {_LOCAL_SOURCE_HINT}"
         )
     if scheme == "file":
         # The CLI sends --document-source verbatim (awscli PARAMFILE_DISABLED), and people
@@ -463,9 +481,17 @@ class _Operations:
         if (document is None) == (source is None):
             raise _invalid("give exactly one of document and documentSource")
         if source is not None:
-            document = read_document_source(source, self.server.documents_dir)
+            document = read_document_source(source, self.server.documents_dir, self.server.s3)
         else:
             check_document(document, "document")
+        presigned = _field(body, "presignedUrlConfig", dict, "an object")
+        if presigned is not None:
+            if self.server.s3 is None:
+                raise _invalid(
+                    "presignedUrlConfig: presigned URLs need the local S3, which this local Jobs "
+                    "service runs without (./localjobs up starts one: s3_url in endpoints.json)"
+                )
+            presigned = check_presigned_url_config(presigned)
         job = self.service.create_job(
             job_id,
             names,
@@ -475,7 +501,7 @@ class _Operations:
             retry_criteria=_retry_criteria(body),
         )
         self.server.remember_document_source(job_id, source)
-        template_api.remember_template_use(self, job_id, template_use)
+        template_api.remember_job(self, job_id, template_use, presigned)
         log.info("job %s: created for %s", job_id, ", ".join(names))
         return job_reference_shape(job, self.region)
 
@@ -488,7 +514,7 @@ class _Operations:
                 "documentSource": self.server.document_source(job_id),
                 "job": {
                     **job_shape(job, counts, self.region),
-                    **template_api.template_fields_of_job(self, job_id),
+                    **template_api.job_extras(self, job_id),
                 },
             }
         )

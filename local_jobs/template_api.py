@@ -294,23 +294,23 @@ def expand_create_job(ops: Any, body: Body) -> Tuple[Body, Optional[Tuple[str, D
     return expanded, (arn, {})
 
 
-def remember_template_use(ops: Any, job_id: str, use: Optional[Tuple[str, Dict[str, str]]]):
-    """After CreateJob: keep which template the job came from (DescribeJob shows it)."""
-    if use is not None:
-        _store(ops).remember_use(job_id, use[0], use[1] or None)
+def remember_job(
+    ops: Any,
+    job_id: str,
+    use: Optional[Tuple[str, Dict[str, str]]],
+    presigned_url_config: Optional[Mapping[str, Any]],
+) -> None:
+    """After CreateJob: keep the template the job came from and its presignedUrlConfig."""
+    _store(ops).remember_job(
+        job_id, use[0] if use else None, (use[1] or None) if use else None, presigned_url_config
+    )
 
 
-def template_fields_of_job(ops: Any, job_id: str) -> Dict[str, Any]:
-    """``jobTemplateArn`` and ``documentParameters`` for DescribeJob's ``job``, when set."""
-    arn, parameters = _store(ops).use_of(job_id)
-    fields: Dict[str, Any] = {}
-    if arn:
-        fields["jobTemplateArn"] = arn
-    if parameters:
-        fields["documentParameters"] = parameters
-    return fields
+def job_extras(ops: Any, job_id: str) -> Dict[str, Any]:
+    """``jobTemplateArn``, ``documentParameters``, ``presignedUrlConfig`` for DescribeJob."""
+    return _store(ops).job_extras(job_id)
 
 
 def forget_job(ops: Any, job_id: str) -> None:
     """After DeleteJob."""
-    _store(ops).forget_use(job_id)
+    _store(ops).forget_job(job_id)

@@ -338,10 +338,11 @@ CREATE TABLE IF NOT EXISTS job_templates (
     created_at REAL NOT NULL,
     fields TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS job_template_uses (
+CREATE TABLE IF NOT EXISTS job_extras (
     job_id TEXT PRIMARY KEY,
-    template_arn TEXT NOT NULL,
-    document_parameters TEXT
+    template_arn TEXT,
+    document_parameters TEXT,
+    presigned_url_config TEXT
 );
 """
 
@@ -400,27 +401,48 @@ class TemplateStore:
             )
         return cursor.rowcount > 0
 
-    def remember_use(
-        self, job_id: str, template_arn: str, parameters: Optional[Mapping[str, str]]
+    def remember_job(
+        self,
+        job_id: str,
+        template_arn: Optional[str],
+        parameters: Optional[Mapping[str, str]],
+        presigned_url_config: Optional[Mapping[str, Any]],
     ) -> None:
-        """Record that job ``job_id`` was made from ``template_arn`` (DescribeJob shows it)."""
+        """Keep what DescribeJob shows beyond the service's job: the template it came from,
+        its documentParameters, its presignedUrlConfig. Nothing to keep: nothing stored."""
+        if not (template_arn or parameters or presigned_url_config):
+            return
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO job_template_uses VALUES (?, ?, ?)",
-                (job_id, template_arn, json.dumps(dict(parameters)) if parameters else None),
+                "INSERT OR REPLACE INTO job_extras VALUES (?, ?, ?, ?)",
+                (
+                    job_id,
+                    template_arn,
+                    json.dumps(dict(parameters)) if parameters else None,
+                    json.dumps(dict(presigned_url_config)) if presigned_url_config else None,
+                ),
             )
 
-    def use_of(self, job_id: str) -> Tuple[Optional[str], Optional[Dict[str, str]]]:
-        """The template ARN and documentParameters job ``job_id`` was made from, if any."""
+    def job_extras(self, job_id: str) -> Dict[str, Any]:
+        """``jobTemplateArn``, ``documentParameters`` and ``presignedUrlConfig`` of a job, when
+        it has them (DescribeJob's names)."""
         with self._lock:
             row = self._db.execute(
-                "SELECT template_arn, document_parameters FROM job_template_uses WHERE job_id = ?",
+                "SELECT template_arn, document_parameters, presigned_url_config FROM job_extras "
+                "WHERE job_id = ?",
                 (job_id,),
             ).fetchone()
         if row is None:
-            return None, None
-        return row[0], json.loads(row[1]) if row[1] else None
+            return {}
+        extras: Dict[str, Any] = {}
+        if row[0]:
+            extras["jobTemplateArn"] = row[0]
+        if row[1]:
+            extras["documentParameters"] = json.loads(row[1])
+        if row[2]:
+            extras["presignedUrlConfig"] = json.loads(row[2])
+        return extras
 
-    def forget_use(self, job_id: str) -> None:
+    def forget_job(self, job_id: str) -> None:
         with self._lock:
-            self._db.execute("DELETE FROM job_template_uses WHERE job_id = ?", (job_id,))
+            self._db.execute("DELETE FROM job_extras WHERE job_id = ?", (job_id,))

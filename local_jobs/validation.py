@@ -154,6 +154,22 @@ def parse_retry_config(config: Mapping[str, Any]) -> List[RetryCriterion]:
     return result
 
 
+def check_presigned_url_config(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """``presignedUrlConfig``: ``roleArn`` (20-2048 characters) and ``expiresInSec`` (60-3600),
+    both optional."""
+    role = config.get("roleArn")
+    if role is not None and (not isinstance(role, str) or not 20 <= len(role) <= 2048):
+        raise InvalidRequestError("presignedUrlConfig.roleArn must be 20 to 2048 characters")
+    expires = config.get("expiresInSec")
+    if expires is not None and (
+        isinstance(expires, bool) or not isinstance(expires, int) or not 60 <= expires <= 3600
+    ):
+        raise InvalidRequestError(
+            f"presignedUrlConfig.expiresInSec must be 60 to 3600, got {json.dumps(expires)[:40]}"
+        )
+    return dict(config)
+
+
 def check_retry_criteria(criteria: Sequence[RetryCriterion]) -> Tuple[RetryCriterion, ...]:
     """A job's retry criteria: at most 2, one per failure type, 0-10 retries, 10 in all."""
     criteria = tuple(criteria or ())

@@ -99,7 +99,7 @@ def test_up_writes_endpoints_and_ready_settings_for_each_thing(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_up_stops_broker_and_service_on_signal(tmp_path, sig):
     up = Up(tmp_path / "lj", "--thing", "dev-a")
-    assert len(up.children) == 2  # mosquitto and the Jobs service
+    assert len(up.children) == 3  # mosquitto, the local S3 and the Jobs service
     up.stop(sig)
     assert up.process.returncode == 0
     deadline = time.monotonic() + 10
@@ -137,7 +137,7 @@ def test_up_with_an_invalid_thing_name_fails_with_a_clear_message(tmp_path):
 
 def printed_example(output: str) -> Tuple[Dict[str, str], List[List[str]]]:
     """The environment and the commands ``./localjobs up`` printed, as a user would run them."""
-    block = output.split("Queue a job and run the agent", 1)[1].split("Ctrl-C stops everything")[0]
+    block = output.split("Queue a job and run the agent", 1)[1].split("Local S3 (")[0]
     lines = [line.strip() for line in block.splitlines()[1:] if line.startswith("  ")]
     lines = [line for line in lines if not line.startswith("(")]
     export, commands = lines[0], lines[1:]
@@ -174,6 +174,16 @@ def test_the_printed_example_runs_as_printed_into_the_throwaway_apt_root(tmp_pat
             status = json.loads(answer.stdout)["execution"]["status"]
             time.sleep(0.2)
         assert status == "SUCCEEDED"
+        s3_block = output.split("Local S3 (", 1)[1].split("Ctrl-C stops everything")[0]
+        echo, *s3_lines = [
+            shlex.split(line) for line in s3_block.splitlines()[1:] if line.startswith("  ")
+            and not line.startswith("  (")
+        ]
+        assert echo[0] == "echo" and echo[2:] == [">", "job.json"]
+        (tmp_path / "job.json").write_text(echo[1] + "\n")
+        for command in s3_lines:
+            subprocess.run(command, cwd=str(tmp_path), env=env, check=True, timeout=60)
+        assert run_agent[0].endswith("start.sh")
     finally:
         if agent is not None:
             agent.send_signal(signal.SIGTERM)
