@@ -27,7 +27,9 @@ DEFAULT_DIR = REPO_ROOT / ".local" / "localjobs"
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="localjobs", description="A local stand-in for AWS IoT Jobs (MQTT + control plane)."
+        prog="localjobs",
+        description="A local stand-in for AWS IoT Jobs: the device API over MQTT and HTTPS, "
+        "the control plane with job templates, and a local S3.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser(
