@@ -12,7 +12,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from agent_core_fixtures import InProcessAgent, wait_status
 from botocore.exceptions import ClientError
+from managed_fixtures import add_sections
+
+from agent.managed import register_managed_handlers
 
 AWS = str(Path(sys.executable).with_name("aws"))
 PLACEHOLDER = "${aws:iot:s3-presigned-url:https://s3.amazonaws.com/firmware/app-1.2.bin}"
@@ -101,3 +105,33 @@ def test_without_the_local_s3_s3_sources_and_presigned_urls_are_refused_clearly(
         with pytest.raises(ClientError) as caught:
             iot.create_job(jobId="x", targets=[plain.thing("thing-1").arn], **kwargs)
         assert text in caught.value.response["Error"]["Message"]
+
+
+def test_the_agent_downloads_a_presigned_s3_object_from_a_managed_template_job(
+    stack, tmp_path
+):
+    s3 = stack.s3_client()
+    s3.create_bucket(Bucket="firmware")
+    body = os.urandom(100_000)
+    s3.put_object(Bucket="firmware", Key="app-1.2.bin", Body=body)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    add_sections(stack.thing("thing-1").settings_path, {
+        "download": {"directory": str(downloads), "ca_file": str(stack.ca_path),
+                     "retry_delay_seconds": "0.05"},
+    })
+    agent = InProcessAgent(stack)
+    register_managed_handlers(agent.client, agent.settings)
+    agent.start()
+    try:
+        stack.iot_client().create_job(
+            jobId="fw-1", targets=[stack.thing("thing-1").arn],
+            jobTemplateArn="arn:aws:iot:us-east-1::jobtemplate/AWS-Download-File:1.0",
+            documentParameters={"downloadUrl": PLACEHOLDER, "filePath": "fw/app.bin"},
+            presignedUrlConfig={"expiresInSec": 600},
+        )
+        found = wait_status(stack, "fw-1", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=30)
+    finally:
+        agent.stop()
+    assert found["status"] == "SUCCEEDED", found
+    assert (downloads / "fw" / "app.bin").read_bytes() == body
