@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import re
 from time import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -53,6 +54,7 @@ _JOB_FIELDS = (
     "destinationPackageVersions",
 )
 _TOKEN_PREFIX = "lj1:"
+_TEMPLATE_VERSION = re.compile(r"[1-9]+.[0-9]+")  # botocore ManagedTemplateVersion
 
 Body = Dict[str, Any]
 
@@ -242,7 +244,12 @@ def describe_managed_job_template(
     ops: Any, params: Dict[str, str], query: Mapping[str, str], body: Body
 ) -> Body:
     name = _template_name(params["templateName"], "templateName")
-    return managed_shape(managed_template(name, query.get("templateVersion")), ops.region)
+    version = query.get("templateVersion")
+    if version is not None and not _TEMPLATE_VERSION.match(version):
+        raise InvalidRequestError(
+            f"templateVersion {version[:40]!r} is not a version such as 1.0"
+        )
+    return managed_shape(managed_template(name, version), ops.region)
 
 
 def expand_create_job(ops: Any, body: Body) -> Tuple[Body, Optional[Tuple[str, Dict[str, str]]]]:

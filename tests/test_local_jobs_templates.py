@@ -101,6 +101,14 @@ def test_a_job_from_a_managed_template_gets_the_document_the_agent_examples_hold
     assert job["jobTemplateArn"] == f"arn:aws:iot:us-east-1::jobtemplate/{name}:1.0"
 
 
+def test_a_template_version_that_is_no_version_is_an_invalid_request(iot):
+    code, message = error_of(iot.describe_managed_job_template, templateName="AWS-Reboot",
+                             templateVersion="latest")
+    assert code == "InvalidRequestException" and "templateVersion 'latest'" in message
+    assert iot.describe_managed_job_template(
+        templateName="AWS-Reboot", templateVersion="1.0")["templateVersion"] == "1.0"
+
+
 def test_a_missing_required_parameter_is_refused_naming_it(iot):
     code, message = error_of(iot.create_job, jobId="j", targets=[T1], jobTemplateArn=RESTART)
     assert code == "InvalidRequestException"
