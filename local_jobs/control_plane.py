@@ -25,7 +25,7 @@ from pathlib import Path
 from time import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
-from local_jobs import template_api
+from local_jobs import fleet_api, job_options, template_api
 from local_jobs.model import (
     DEFAULT_REGION,
     MAX_JOB_DOCUMENT_CHARS,
@@ -41,6 +41,7 @@ from local_jobs.model import (
     job_arn,
     thing_arn,
 )
+from local_jobs.registry import check_tags
 from local_jobs.s3 import LocalS3, s3_location
 from local_jobs.templates import TemplateStore
 from local_jobs.validation import (
@@ -63,11 +64,8 @@ THING_ARN_PATTERN = re.compile(r"arn:aws[a-z-]*:iot:[a-z0-9-]+:[0-9]{12}:thing/(
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 # CreateJob fields with no local meaning. Refused rather than ignored, so that nobody believes
-# a rollout, abort or schedule is being honoured when it is not.
+# a schedule is being honoured when it is not.
 _UNSUPPORTED_CREATE_FIELDS = (
-    "jobExecutionsRolloutConfig",
-    "abortConfig",
-    "namespaceId",
     "schedulingConfig",
     "destinationPackageVersions",
 )
@@ -367,35 +365,35 @@ def job_reference_shape(job: Job, region: str) -> Dict[str, Any]:
     )
 
 
-def job_summary_shape(job: Job, region: str) -> Dict[str, Any]:
+def job_summary_shape(job: Job, region: str, rolling_out: bool = False) -> Dict[str, Any]:
     """A ``JobSummary`` as ListJobs carries it."""
     return _without_none(
         {
             "jobArn": job_arn(job.job_id, region),
             "jobId": job.job_id,
-            "targetSelection": "SNAPSHOT",
             "status": job.status.value,
             "createdAt": job.created_at,
             "lastUpdatedAt": job.last_updated_at,
             "completedAt": job.completed_at,
-            "isConcurrent": False,
+            **job_options.job_fleet_shape(job, rolling_out, summary=True),
         }
     )
 
 
-def job_shape(job: Job, counts: Mapping[ExecutionStatus, int], region: str) -> Dict[str, Any]:
+def job_shape(
+    job: Job, counts: Mapping[ExecutionStatus, int], region: str, rolling_out: bool = False
+) -> Dict[str, Any]:
     """DescribeJob's ``job`` structure."""
     timeout = _without_none({"inProgressTimeoutInMinutes": job.in_progress_timeout_minutes})
     shape = _without_none(
         {
             "jobArn": job_arn(job.job_id, region),
             "jobId": job.job_id,
-            "targetSelection": "SNAPSHOT",
             "status": job.status.value,
             "forceCanceled": job.force_canceled,
             "reasonCode": job.reason_code,
             "comment": job.comment,
-            "targets": [thing_arn(name, region) for name in job.targets],
+            "targets": job_options.job_targets_shape(job, region),
             "description": job.description,
             "createdAt": job.created_at,
             "lastUpdatedAt": job.last_updated_at,
@@ -404,7 +402,7 @@ def job_shape(job: Job, counts: Mapping[ExecutionStatus, int], region: str) -> D
                 key: counts.get(status, 0) for status, key in _PROCESS_COUNT_KEYS.items()
             },
             "timeoutConfig": timeout,
-            "isConcurrent": False,
+            **job_options.job_fleet_shape(job, rolling_out),
         }
     )
     if job.retry_criteria:
@@ -469,13 +467,10 @@ class _Operations:
             raise _invalid(
                 f"job {job_id}: {', '.join(unsupported)} not supported by the local Jobs service"
             )
-        selection = body.get("targetSelection", "SNAPSHOT")
-        if selection != "SNAPSHOT":
-            raise _invalid(f"targetSelection {selection!r} is not supported locally: only SNAPSHOT")
-        targets = body.get("targets")
-        if not isinstance(targets, list) or not targets:
-            raise _invalid("targets must be a non-empty list of thing ARNs")
-        names = [target_thing_name(target) for target in targets]
+        registry = getattr(self.service, "registry", None)
+        options = job_options.create_job_options(body, registry)
+        names = options.pop("targets")
+        tags = check_tags(body["tags"]) if body.get("tags") is not None else {}
         document = _field(body, "document", str, "a string")
         source = _field(body, "documentSource", str, "a string")
         if (document is None) == (source is None):
@@ -499,10 +494,13 @@ class _Operations:
             description=_text(body, "description", MAX_DESCRIPTION_CHARS),
             in_progress_timeout_minutes=_in_progress_timeout(body),
             retry_criteria=_retry_criteria(body),
+            **options,
         )
+        if tags and registry is not None:
+            registry.tag(job_arn(job_id), tags)
         self.server.remember_document_source(job_id, source)
         template_api.remember_job(self, job_id, template_use, presigned)
-        log.info("job %s: created for %s", job_id, ", ".join(names))
+        log.info("job %s: created for %s", job_id, ", ".join([*names, *job.target_groups]))
         return job_reference_shape(job, self.region)
 
     def describe_job(self, params: Dict[str, str], query: Query, body: Body) -> Response:
@@ -513,30 +511,29 @@ class _Operations:
             {
                 "documentSource": self.server.document_source(job_id),
                 "job": {
-                    **job_shape(job, counts, self.region),
+                    **job_shape(job, counts, self.region, self._rolling_out(job_id)),
                     **template_api.job_extras(self, job_id),
                 },
             }
         )
+
+    def _rolling_out(self, job_id: str) -> bool:
+        store = getattr(self.service, "store", None)
+        return bool(store.planned_count(job_id)) if store is not None else False
 
     def list_jobs(self, params: Dict[str, str], query: Query, body: Body) -> Response:
         status = query.get("status")
         if status is not None and status not in {s.value for s in JobStatus}:
             choices = ", ".join(s.value for s in JobStatus)
             raise _invalid(f"status {status!r} is not one of {choices}")
-        # Every local job targets things as a snapshot: a filter on thing groups or on
-        # CONTINUOUS selection matches nothing.
-        if query.get("targetSelection", "SNAPSHOT") != "SNAPSHOT" or (
-            "thingGroupName" in query or "thingGroupId" in query
-        ):
-            return {"jobs": []}
-        return {
-            "jobs": [
-                job_summary_shape(job, self.region)
-                for job in self.service.list_jobs()
-                if status is None or job.status.value == status
-            ]
-        }
+        jobs = job_options.jobs_matching(
+            [j for j in self.service.list_jobs() if status is None or j.status.value == status],
+            query,
+            getattr(self.service, "registry", None),
+        )
+        page, token = fleet_api.pager(self).page(jobs, query, "ListJobs")
+        shapes = [job_summary_shape(j, self.region, self._rolling_out(j.job_id)) for j in page]
+        return _without_none({"jobs": shapes, "nextToken": token})
 
     def get_job_document(self, params: Dict[str, str], query: Query, body: Body) -> Response:
         return {"document": self.service.describe_job(_job_id(params["jobId"])).document}
@@ -586,32 +583,33 @@ class _Operations:
     ) -> Response:
         job_id = _job_id(params["jobId"])
         executions = self.service.list_job_executions_for_job(job_id, _status_filter(query))
-        return {
-            "executionSummaries": [
-                {
-                    "thingArn": thing_arn(execution.thing_name, self.region),
-                    "jobExecutionSummary": execution_summary_shape(execution),
-                }
-                for execution in executions
-            ]
-        }
+        page, token = fleet_api.pager(self).page(executions, query, f"ListJobExecutions {job_id}")
+        summaries = [
+            {
+                "thingArn": thing_arn(execution.thing_name, self.region),
+                "jobExecutionSummary": execution_summary_shape(execution),
+            }
+            for execution in page
+        ]
+        return _without_none({"executionSummaries": summaries, "nextToken": token})
 
     def list_job_executions_for_thing(
         self, params: Dict[str, str], query: Query, body: Body
     ) -> Response:
         thing_name = _thing_name(params["thingName"])
         job_id = _job_id(query["jobId"]) if "jobId" in query else None
-        executions = self.service.list_job_executions_for_thing(thing_name, _status_filter(query))
-        return {
-            "executionSummaries": [
-                {
-                    "jobId": execution.job_id,
-                    "jobExecutionSummary": execution_summary_shape(execution),
-                }
-                for execution in executions
-                if job_id is None or execution.job_id == job_id
-            ]
-        }
+        namespace = job_options.namespace_id(query.get("namespaceId")) or ""
+        executions = [
+            e
+            for e in self.service.list_job_executions_for_thing(thing_name, _status_filter(query))
+            if (job_id is None or e.job_id == job_id) and getattr(e, "namespace", "") == namespace
+        ]
+        page, token = fleet_api.pager(self).page(executions, query, f"ListForThing {thing_name}")
+        summaries = [
+            {"jobId": execution.job_id, "jobExecutionSummary": execution_summary_shape(execution)}
+            for execution in page
+        ]
+        return _without_none({"executionSummaries": summaries, "nextToken": token})
 
     def cancel_job_execution(self, params: Dict[str, str], query: Query, body: Body) -> Response:
         job_id = _job_id(params["jobId"])
@@ -712,6 +710,7 @@ _ROUTES: List[Tuple[str, re.Pattern[str], str, Handler]] = [
             template_api.describe_managed_job_template,
         ),
     ]
+    + fleet_api.ROUTES
 ]
 SUPPORTED_OPERATIONS = tuple(name for _, _, name, _ in _ROUTES)
 

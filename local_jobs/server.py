@@ -117,6 +117,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 certificate=certs.server.certificate,
                 private_key=certs.server.private_key,
             )
+            # DescribeEndpoint (fleet_api.py): the MQTT endpoint with its local port.
+            mqtt_endpoint = f"localhost:{args.mqtt_port}"
+            control.device_endpoints = {"iot:Data-ATS": mqtt_endpoint, "iot:Data": mqtt_endpoint}
         plane.start()
         log.info(
             "local Jobs service running: MQTT %s:%s, control plane %s",

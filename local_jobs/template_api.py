@@ -11,13 +11,12 @@ into the body of a plain CreateJob: a managed template's document with its
 
 from __future__ import annotations
 
-import base64
-import binascii
 import copy
 import re
 from time import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
+from local_jobs.fleet_api import pager
 from local_jobs.model import InvalidRequestError, ResourceNotFoundError
 from local_jobs.templates import (
     MANAGED_TEMPLATES,
@@ -39,7 +38,6 @@ from local_jobs.validation import (
     parse_retry_config,
 )
 
-MAX_PAGE = 250  # botocore LaserMaxResults
 MAX_TEMPLATE_NAME_CHARS = 64
 # The CreateJobTemplate fields a template keeps and hands to CreateJob.
 _JOB_FIELDS = (
@@ -53,46 +51,9 @@ _JOB_FIELDS = (
     "maintenanceWindows",
     "destinationPackageVersions",
 )
-_TOKEN_PREFIX = "lj1:"
 _TEMPLATE_VERSION = re.compile(r"[1-9]+.[0-9]+")  # botocore ManagedTemplateVersion
 
 Body = Dict[str, Any]
-
-
-def page(items: Sequence[Any], query: Mapping[str, str]) -> Tuple[List[Any], Optional[str]]:
-    """One page of ``items`` for ``maxResults``/``nextToken`` and the token of the next page.
-
-    Raises InvalidRequestError for ``maxResults`` outside 1-250 or a token this service did
-    not issue.
-    """
-    limit = MAX_PAGE
-    if "maxResults" in query:
-        try:
-            limit = int(query["maxResults"])
-        except ValueError:
-            limit = 0
-        if not 1 <= limit <= MAX_PAGE:
-            raise InvalidRequestError(
-                f"maxResults must be 1 to {MAX_PAGE}, got {query['maxResults']!r}"
-            )
-    start = 0
-    token = query.get("nextToken")
-    if token is not None:
-        try:
-            text = base64.urlsafe_b64decode(token.encode("ascii")).decode("ascii")
-            if not text.startswith(_TOKEN_PREFIX):
-                raise ValueError(text)
-            start = int(text[len(_TOKEN_PREFIX):])
-        except (ValueError, UnicodeError, binascii.Error):
-            raise InvalidRequestError(
-                f"nextToken {token[:80]!r} was not issued by this service: pass the nextToken "
-                f"of the previous page, or none for the first"
-            ) from None
-    end = start + limit
-    if end >= len(items):
-        return list(items[start:]), None
-    next_token = base64.urlsafe_b64encode(f"{_TOKEN_PREFIX}{end}".encode()).decode("ascii")
-    return list(items[start:end]), next_token
 
 
 def _store(ops: Any) -> TemplateStore:
@@ -195,7 +156,7 @@ def describe_job_template(
 def list_job_templates(
     ops: Any, params: Dict[str, str], query: Mapping[str, str], body: Body
 ) -> Body:
-    templates, next_token = page(_store(ops).list(), query)
+    templates, next_token = pager(ops).page(_store(ops).list(), query, "ListJobTemplates")
     result: Body = {
         "jobTemplates": [
             {
@@ -233,7 +194,7 @@ def list_managed_job_templates(
     templates = list(MANAGED_TEMPLATES.values())
     if name is not None:
         templates = [t for t in templates if t.name == _template_name(name, "templateName")]
-    chosen, next_token = page(templates, query)
+    chosen, next_token = pager(ops).page(templates, query, "ListManagedJobTemplates")
     result: Body = {"managedJobTemplates": [managed_summary_shape(t, ops.region) for t in chosen]}
     if next_token:
         result["nextToken"] = next_token
