@@ -202,16 +202,16 @@ def _route(rest: List[str]):
             raise _Rejection(RejectCode.INVALID_TOPIC, f"invalid namespace {namespace!r} in topic")
         rest = [rest[0], rest[2]]
     if rest == ["get"]:
-        return _get_pending, None, namespace
+        return get_pending_request, None, namespace
     if rest == ["start-next"]:
-        return _start_next, None, namespace
+        return start_next_request, None, namespace
     if len(rest) == 2 and rest[1] in ("get", "update"):
         job_id = rest[0]
         if rest[1] == "get" and job_id == NEXT:
-            return _describe, job_id, namespace
+            return describe_request, job_id, namespace
         if not JOB_ID_PATTERN.fullmatch(job_id):
             raise _Rejection(RejectCode.INVALID_TOPIC, f"invalid jobId {job_id!r} in topic")
-        return (_describe if rest[1] == "get" else _update), job_id, namespace
+        return (describe_request if rest[1] == "get" else update_request), job_id, namespace
     raise _Rejection(RejectCode.INVALID_TOPIC, f"no jobs API on topic suffix {'/'.join(rest)!r}")
 
 
@@ -219,14 +219,21 @@ def _details(body: Dict[str, Any]):
     return body.get("statusDetails") if body.get("statusDetails") is not None else None
 
 
-def _get_pending(service, thing_name, _job_id, body, namespace=""):
+# The four device operations: (service, thing, job id, request body[, namespace]) ->
+# accepted body in the MQTT shapes. Callers hold service.operation(); jobs_data.py (HTTPS)
+# uses them too.
+
+
+def get_pending_request(service, thing_name, _job_id, body, namespace=""):
+    """GetPendingJobExecutions."""
     lists = payloads.pending_lists(
         service.get_pending(thing_name, payloads.MAX_LISTED, namespace=namespace)
     )
     return {"inProgressJobs": lists["IN_PROGRESS"], "queuedJobs": lists["QUEUED"]}
 
 
-def _start_next(service, thing_name, _job_id, body, namespace=""):
+def start_next_request(service, thing_name, _job_id, body, namespace=""):
+    """StartNextPendingJobExecution."""
     found = service.start_next(
         thing_name,
         status_details=_details(body),
@@ -239,7 +246,8 @@ def _start_next(service, thing_name, _job_id, body, namespace=""):
     return {"execution": payloads.execution_body(execution, job, service.now())}
 
 
-def _describe(service, thing_name, job_id, body, namespace=""):
+def describe_request(service, thing_name, job_id, body, namespace=""):
+    """DescribeJobExecution (``job_id`` may be ``$next``)."""
     include_document = request_flag(body, "includeJobDocument", True)  # DG: default true
     execution_number = request_number(body, "executionNumber")
     found = service.describe_for_device(thing_name, job_id, execution_number, namespace=namespace)
@@ -249,7 +257,8 @@ def _describe(service, thing_name, job_id, body, namespace=""):
     return {"execution": payloads.execution_body(execution, job, service.now(), include_document)}
 
 
-def _update(service, thing_name, job_id, body, namespace=""):
+def update_request(service, thing_name, job_id, body, namespace=""):
+    """UpdateJobExecution."""
     status = request_status(body)
     include_state = request_flag(body, "includeJobExecutionState", False)
     include_document = request_flag(body, "includeJobDocument", False)

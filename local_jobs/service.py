@@ -97,10 +97,13 @@ class LocalJobsService(JobsService):
         clock: Callable[[], float] = time.time,
         things: Callable[[], Sequence[str]] = tuple,
         run_timers: bool = True,
+        device_document: Optional[Callable[[Job], str]] = None,
     ):
         if minute_seconds <= 0:
             raise ValueError(f"minute_seconds must be positive, got {minute_seconds}")
         self.store = store
+        # The document a device is handed (presigned-URL placeholders filled in, s3.py).
+        self._device_document = device_document
         self.minute_seconds = float(minute_seconds)
         self._publish = publish
         self._clock = clock
@@ -206,7 +209,7 @@ class LocalJobsService(JobsService):
                 if pending is None:
                     pending = self.store.pending_executions(name, limit=1, namespace=namespace)
                 first = pending[0] if pending else None
-                job = self.store.get_job(first.job_id) if first else None
+                job = self._for_device(self.store.get_job(first.job_id)) if first else None
                 self._outbox.append(
                     (
                         f"$aws/things/{name}/jobs/notify-next{suffix}",
@@ -654,12 +657,12 @@ class LocalJobsService(JobsService):
             head = pending[0]
             job = self._job(head.job_id)
             if head.status is ExecutionStatus.IN_PROGRESS:
-                return head, job
+                return head, self._for_device(job)
             now = self.now()
             with self._watching([thing_name], namespace), self.store.transaction():
                 head = self._start(head, job, now, details, step_timeout_minutes)
             log.info("job %s started on %s by start-next", head.job_id, thing_name)
-            return head, job
+            return head, self._for_device(job)
 
     def describe_for_device(
         self,
@@ -678,14 +681,14 @@ class LocalJobsService(JobsService):
                 pending = self.store.pending_executions(thing_name, limit=1, namespace=namespace)
                 if not pending:
                     return None
-                return pending[0], self._job(pending[0].job_id)
+                return pending[0], self._for_device(self._job(pending[0].job_id))
             execution = self._execution(job_id, thing_name, execution_number, namespace)
             if execution.status.terminal:
                 raise TerminalStateError(
                     f"Job execution {job_id} on {thing_name} is in terminal status "
                     f"{execution.status.value}"
                 )
-            return execution, self._job(job_id)
+            return execution, self._for_device(self._job(job_id))
 
     def update_execution(
         self,
@@ -770,9 +773,15 @@ class LocalJobsService(JobsService):
                 status.value,
                 execution.version_number,
             )
-            return execution, job
+            return execution, self._for_device(job)
 
     # internals (called with the lock held)
+
+    def _for_device(self, job: Optional[Job]) -> Optional[Job]:
+        """``job`` with the document a device is handed, e.g. fresh presigned URLs."""
+        if job is None or self._device_document is None:
+            return job
+        return dataclasses.replace(job, document=self._device_document(job))
 
     def _job(self, job_id: str) -> Job:
         job = self.store.get_job(job_id)
