@@ -29,7 +29,10 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "managed"
 @pytest.fixture
 def iot(tmp_path):
     store = Store(tmp_path / "jobs.sqlite3")
-    service = LocalJobsService(store, lambda topic, body: None, run_timers=False)
+    # t1 is a known thing (as one with a certificate is), so a registry finds it.
+    service = LocalJobsService(
+        store, lambda topic, body: None, run_timers=False, things=lambda: ["t1"]
+    )
     templates = TemplateStore(tmp_path / "jobs.sqlite3")
     server = serve(service, templates=templates)
     yield boto3.client(
