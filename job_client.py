@@ -47,20 +47,28 @@ import random
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Mapping, MutableMapping, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from AWSIoTPythonSDK.exception.operationError import operationError
 from AWSIoTPythonSDK.exception.operationTimeoutException import operationTimeoutException
 
 from agent.activity import Activity
 from agent.errors import JobError, JobFailed, JobHandedOver, JobRejected
+from agent.job import (
+    Handler,
+    JobContext,
+    Outcome,
+    Status,
+    StopReason,
+    failure_details,
+    outcome_of_error,
+)
 from agent.journal import JobRecord, Journal, JournalState, Phase
 from agent.messages import first_duplicate_key, parse_message
 from agent.status_details import fit_status_details
 
 __all__ = [
-    "AGENT_SHUTTING_DOWN",
     "JobClient",
     "JobContext",
     "JobFailed",
@@ -68,12 +76,12 @@ __all__ = [
     "JobRejected",
     "Outcome",
     "Status",
+    "StopReason",
 ]
 
 log = logging.getLogger(__name__)
 
 Filter = Callable[[Any], Any]
-Handler = Callable[[dict, "JobContext"], Optional[Mapping[str, str]]]
 # Checks a claimed document before any filter or handler sees it: returns the document to
 # dispatch (e.g. without a signature field) or raises JobRejected/JobFailed with the reason.
 DocumentGate = Callable[[str, Dict[str, Any]], Dict[str, Any]]
@@ -86,51 +94,6 @@ SERVICE_TERMINAL_STATUSES = frozenset(
     ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "CANCELED", "REMOVED")
 )
 INTERRUPTED_REASON = "interrupted by agent restart"
-AGENT_SHUTTING_DOWN = "agent shutting down"  # JobContext.stop_reason once the agent stops
-
-
-class Status(str, enum.Enum):
-    """The execution statuses a device reports."""
-
-    IN_PROGRESS = "IN_PROGRESS"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    REJECTED = "REJECTED"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """A final status and the statusDetails that explain it."""
-
-    status: Status
-    details: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def failed(cls, reason: str, code: Optional[str] = None, **details: str) -> Outcome:
-        return cls(Status.FAILED, failure_details(reason, code, details))
-
-    @classmethod
-    def rejected(cls, reason: str, code: Optional[str] = None, **details: str) -> Outcome:
-        return cls(Status.REJECTED, failure_details(reason, code, details))
-
-
-def failure_details(
-    reason: str, code: Optional[str], details: Optional[Mapping[str, Any]] = None
-) -> Dict[str, str]:
-    """statusDetails for FAILED/REJECTED: ``reason`` and ``errorCode`` first, so they survive
-    the ten-pair limit, then the extra ``details``."""
-    result: Dict[str, Any] = {"reason": reason}
-    if code:
-        result["errorCode"] = code
-    for key, value in (details or {}).items():
-        result.setdefault(key, value)
-    return fit_status_details(result)
-
-
-def outcome_of_error(error: JobError) -> Outcome:
-    """The final status a handler's JobRejected/JobFailed asks for."""
-    status = Status.REJECTED if isinstance(error, JobRejected) else Status.FAILED
-    return Outcome(status, failure_details(error.reason, error.code, error.details))
 
 
 def _text(value: Any) -> Optional[str]:
@@ -153,80 +116,6 @@ def _document_problem(job: _Job) -> str:
     if duplicate is not None:
         return f"job document is ambiguous: key {duplicate!r} is given more than once"
     return ""
-
-
-class _JobLogAdapter(logging.LoggerAdapter):
-    """Prefixes every line with the job id."""
-
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> Tuple[Any, Any]:
-        return f"job {self.extra['job_id']}: {msg}", kwargs
-
-
-class JobContext:
-    """What a handler knows about its job and how it talks back.
-
-    ``job_id``, ``execution_number``, ``attempt`` (1 on the first run, more when resumed after
-    an agent restart) and ``log`` (a logger adapter that prefixes the job id).
-    """
-
-    def __init__(self, job_id: str, execution_number: int, attempt: int, wake: Callable[[], None]):
-        self.job_id = job_id
-        self.execution_number = execution_number
-        self.attempt = attempt
-        self.log = _JobLogAdapter(logging.getLogger("job_client.handler"), {"job_id": job_id})
-        self._wake = wake
-        self._lock = threading.Lock()  # guards _unsent and _latest
-        self._unsent: Optional[Dict[str, str]] = None
-        self._latest: Optional[Dict[str, str]] = None
-        self._stop = threading.Event()
-        self._stop_reason = ""
-
-    def report_progress(self, details: Mapping[str, Any]) -> None:
-        """Report IN_PROGRESS with these statusDetails. Never blocks.
-
-        Updates are throttled (the latest details win) and each one also refreshes the step
-        timeout. Raises TypeError if ``details`` is not a mapping.
-        """
-        fitted = fit_status_details(details)
-        with self._lock:
-            had_unsent = self._unsent is not None
-            self._unsent = fitted
-            self._latest = fitted
-        if not had_unsent:
-            self._wake()
-
-    def should_stop(self) -> bool:
-        """True once the service ended the job (canceled, timed out, deleted) or the agent is
-        shutting down; a handler should then finish or give up as soon as it safely can."""
-        return self._stop.is_set()
-
-    @property
-    def stop_reason(self) -> str:
-        """Why ``should_stop()`` is true ("" while it is not)."""
-        return self._stop_reason
-
-    def wait(self, seconds: float) -> bool:
-        """Sleep up to ``seconds``, waking early when the job should stop; returns
-        ``should_stop()``."""
-        return self._stop.wait(seconds)
-
-    def _request_stop(self, reason: str) -> None:
-        if not self._stop.is_set():
-            self._stop_reason = reason
-            self._stop.set()
-
-    def _take_unsent(self) -> Optional[Dict[str, str]]:
-        with self._lock:
-            unsent, self._unsent = self._unsent, None
-            return unsent
-
-    def _has_unsent(self) -> bool:
-        with self._lock:
-            return self._unsent is not None
-
-    def _latest_details(self) -> Optional[Dict[str, str]]:
-        with self._lock:
-            return self._latest
 
 
 @dataclass(frozen=True)
@@ -689,7 +578,7 @@ class JobClient:
         self._stop_deadline = time.monotonic() + grace
         job = self._job
         if job is not None and job.context is not None:
-            job.context._request_stop(AGENT_SHUTTING_DOWN)
+            job.context._request_stop(StopReason.AGENT_STOPPING)
         if job is not None and self._worker_busy and job.final is None:
             log.info("job %s: waiting up to %g s for it to finish", job.job_id, grace)
         if job is not None and job.final is not None and self._final_deadline is None:
@@ -1155,7 +1044,7 @@ class JobClient:
     def _job_gone(self, job: _Job, why: str) -> None:
         """The service no longer takes updates for ``job``."""
         if job.context is not None:
-            job.context._request_stop(why)
+            job.context._request_stop(StopReason.SERVICE_ENDED, why)
         if job.final is not None:
             log.warning(
                 "job %s: final status %s not recorded: %s", job.job_id, job.final.status.value, why

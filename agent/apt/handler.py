@@ -27,6 +27,7 @@ from agent.apt.document import INVALID_DOCUMENT, AptRequest, check_allowed, pars
 from agent.apt.protocol import CANCELED, INSTALL, REMOVE, TIMEOUT, WORKER_FAILED, WorkerConfig
 from agent.apt.settings import AptSettings
 from agent.errors import JobFailed, JobRejected
+from agent.job import JobContext
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WORKER_MODULE = "agent.apt.worker"
@@ -53,7 +54,7 @@ class AptUpdateHandler:
         self.settings = settings
         self._command = list(worker_command or [sys.executable, "-m", WORKER_MODULE])
 
-    def __call__(self, document: Mapping[str, Any], job: Any) -> Dict[str, str]:
+    def __call__(self, document: Mapping[str, Any], job: JobContext) -> Dict[str, str]:
         request = parse_document(document, self.settings.allowed_packages)
         job.log.info(
             "APT_UPDATE %s%s", describe(request), " (dry run)" if request.dry_run else ""
@@ -62,7 +63,7 @@ class AptUpdateHandler:
         job.log.info("APT_UPDATE done: %s", details.get("result"))
         return details
 
-    def remove(self, request: AptRequest, job: Any) -> Dict[str, str]:
+    def remove(self, request: AptRequest, job: JobContext) -> Dict[str, str]:
         """Remove the request's packages (names only): Remove-Application, not APT_UPDATE.
 
         Each name must match ``[apt] allowed_packages``. Returns statusDetails (per package
@@ -84,7 +85,7 @@ class AptUpdateHandler:
         job.log.info("remove done: %s", details.get("result"))
         return details
 
-    def _run_worker(self, request: AptRequest, job: Any, operation: str) -> Dict[str, str]:
+    def _run_worker(self, request: AptRequest, job: JobContext, operation: str) -> Dict[str, str]:
         config = WorkerConfig(
             request=request,
             job_id=str(job.job_id),
@@ -107,7 +108,9 @@ class AptUpdateHandler:
 class _WorkerRun:
     """One worker process: started, fed, watched until it reports or is stopped."""
 
-    def __init__(self, command: List[str], config: WorkerConfig, job: Any, settings: AptSettings):
+    def __init__(
+        self, command: List[str], config: WorkerConfig, job: JobContext, settings: AptSettings
+    ):
         self.command = command
         self.config = config
         self.job = job
