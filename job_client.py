@@ -54,6 +54,7 @@ from AWSIoTPythonSDK.exception.operationError import operationError
 from AWSIoTPythonSDK.exception.operationTimeoutException import operationTimeoutException
 
 from agent.activity import Activity
+from agent.dispatch import Filter, Handlers, Registration, document_problem
 from agent.errors import JobError, JobFailed, JobHandedOver, JobRejected
 from agent.job import (
     Handler,
@@ -65,7 +66,7 @@ from agent.job import (
     outcome_of_error,
 )
 from agent.journal import JobRecord, Journal, JournalState, Phase
-from agent.messages import first_duplicate_key, parse_message
+from agent.messages import parse_message
 from agent.status_details import fit_status_details
 
 __all__ = [
@@ -81,7 +82,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Filter = Callable[[Any], Any]
 # Checks a claimed document before any filter or handler sees it: returns the document to
 # dispatch (e.g. without a signature field) or raises JobRejected/JobFailed with the reason.
 DocumentGate = Callable[[str, Dict[str, Any]], Dict[str, Any]]
@@ -106,26 +106,6 @@ def _list(value: Any) -> list:
     return value if isinstance(value, list) else []
 
 
-def _document_problem(job: _Job) -> str:
-    """Why the job document cannot be handed to any handler ("" when it can)."""
-    if job.document_cut:
-        return "job document is nested too deeply to read"
-    if not isinstance(job.document, dict):
-        return "job document is not a JSON object"
-    duplicate = first_duplicate_key(job.document)
-    if duplicate is not None:
-        return f"job document is ambiguous: key {duplicate!r} is given more than once"
-    return ""
-
-
-@dataclass(frozen=True)
-class _Registration:
-    filter: Filter
-    value: Any
-    handler: Handler
-    safe_to_rerun: bool
-
-
 @dataclass
 class _Job:
     """The execution in hand, as the protocol thread sees it."""
@@ -135,7 +115,7 @@ class _Job:
     version: int
     attempt: int = 0
     document: Any = None
-    registration: Optional[_Registration] = None
+    registration: Optional[Registration] = None
     context: Optional[JobContext] = None
     final: Optional[Outcome] = None  # decided, not yet acknowledged
     final_fallback: int = 0  # how far the final statusDetails were cut after InvalidRequest
@@ -235,7 +215,7 @@ class JobClient:
         self._document_gate = document_gate
         self._activity = activity if activity is not None else Activity()
         self._prefix = f"$aws/things/{thing_name}/jobs/"
-        self._handlers: list = []
+        self._handlers = Handlers()
         self._run_id = uuid.uuid4().hex[:12]
 
         self.ready = threading.Event()
@@ -283,15 +263,9 @@ class JobClient:
         interrupted by an agent restart may be started again. Raises TypeError for a filter or
         handler that is not callable, RuntimeError after ``start()``.
         """
-        if not callable(filter):
-            raise TypeError(f"filter must be callable, got {filter!r}")
-        if not callable(handler):
-            raise TypeError(f"handler must be callable, got {handler!r}")
         if self._protocol_thread is not None:
             raise RuntimeError("add_handler() must be called before start()")
-        if safe_to_rerun is None:
-            safe_to_rerun = bool(getattr(handler, "safe_to_rerun", False))
-        self._handlers.append(_Registration(filter, value, handler, safe_to_rerun))
+        self._handlers.add(filter, value, handler, safe_to_rerun)
 
     def start(self) -> None:
         """Start the protocol and worker threads and return at once.
@@ -380,11 +354,12 @@ class JobClient:
             job = self._work.get()
             if job is None:
                 return
-            outcome = self._run_handler(job)
+            outcome = self._run_matching_handler(job)
             self._events.put((_Event.DONE, (job, outcome)))
 
-    def _run_handler(self, job: _Job) -> Outcome:
-        """Run the handler: the one place every handler exception is caught."""
+    def _run_matching_handler(self, job: _Job) -> Outcome:
+        """Run the handler of the first registration whose filter matched the document (chosen
+        in ``_begin``): the one place every handler exception is caught."""
         registration, context = job.registration, job.context
         assert registration is not None and context is not None
         context.log.info("started (attempt %d)", job.attempt)
@@ -861,28 +836,6 @@ class JobClient:
         )
         self._save(self._state.with_current(None))
 
-    def _select(self, document: Any) -> Optional[_Registration]:
-        for registration in self._handlers:
-            try:
-                if registration.filter(document) == registration.value:
-                    return registration
-            except Exception as error:  # a filter choking on a document does not match
-                log.debug("filter %r raised %s: no match", registration.filter, error)
-        return None
-
-    def _no_handler_reason(self, document: Any) -> str:
-        seen = []
-        for registration in self._handlers:
-            try:
-                value = registration.filter(document)
-            except Exception:  # a filter choking on a document: say so in the reason
-                value = "<unreadable>"
-            name = getattr(registration.filter, "__name__", "filter")
-            seen.append(f"{name} gave {value!r}")
-        handled = sorted({repr(r.value) for r in self._handlers})
-        detail = "; ".join(dict.fromkeys(seen)) or "no handlers registered"
-        return f"no handler accepts this job document ({detail}; handled: {', '.join(handled)})"
-
     def _begin(self, job: _Job, attempt: int, interrupted: bool) -> None:
         """Start the handler for the claimed ``job``, or decide its final status at once."""
         job.attempt = attempt
@@ -896,7 +849,7 @@ class JobClient:
                 self._save(self._state.with_current(record))
             self._job = None
             return
-        problem = _document_problem(job)
+        problem = document_problem(job.document, job.document_cut)
         if problem:
             log.warning("job %s: %s; rejecting", job.job_id, problem)
             self._decide_final(job, Outcome.rejected(problem, "INVALID_DOCUMENT"))
@@ -909,9 +862,9 @@ class JobClient:
                 log.warning("job %s: %s; %s", job.job_id, error.reason, outcome.status.value)
                 self._decide_final(job, outcome)
                 return
-        registration = self._select(job.document)
+        registration = self._handlers.select(job.document)
         if registration is None:
-            reason = self._no_handler_reason(job.document)
+            reason = self._handlers.explain_no_match(job.document)
             log.warning("job %s: %s; rejecting", job.job_id, reason)
             self._decide_final(job, Outcome.rejected(reason, "NO_HANDLER"))
             return

@@ -45,6 +45,9 @@ def get_job_type(document: Any) -> Any:
     return document.get("jobType") if isinstance(document, dict) else None
 
 
+get_job_type.label = "jobType"  # type: ignore[attr-defined]  # how reasons name the field
+
+
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="jobs_agent.py",

@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Tuple
 from agent.errors import JobError, JobFailed, JobHandedOver, JobRejected
 from agent.job import JobContext
 from agent.managed.document import (
+    ACTIONS,
     DEFAULT_PATHS,
     HANDLER_ACTIONS,
     ManagedDocument,
@@ -224,6 +225,12 @@ class ManagedJobHandler:
         self._actions = dict(actions)
         self._state_dir = Path(state_dir)
         self._step_timeout = step_timeout_seconds
+
+    @property
+    def handles(self) -> str:
+        """What this handler runs, for the reason a document no handler takes is rejected."""
+        names = ", ".join(f"AWS-{action}" for action in ACTIONS if action in self._actions)
+        return f"the AWS managed templates {names}"
 
     def check(self, document: Mapping[str, Any]) -> Tuple[ManagedDocument, list]:
         """Parse and check every step; the runners in order. Raises JobRejected."""
