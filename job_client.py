@@ -48,7 +48,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 from AWSIoTPythonSDK.exception.operationError import operationError
 from AWSIoTPythonSDK.exception.operationTimeoutException import operationTimeoutException
@@ -65,8 +65,17 @@ from agent.job import (
     failure_details,
     outcome_of_error,
 )
-from agent.journal import JobRecord, Journal, JournalState, Phase
+from agent.journal import JobRecord, Journal, Phase
 from agent.messages import parse_message
+from agent.recovery import (
+    INTERRUPTED_REASON,
+    Action,
+    Claim,
+    Decision,
+    Ledger,
+    decide,
+    final_outcome,
+)
 from agent.status_details import fit_status_details
 
 __all__ = [
@@ -93,7 +102,6 @@ GONE_CODES = frozenset(("InvalidStateTransition", "TerminalStateReached", "Resou
 SERVICE_TERMINAL_STATUSES = frozenset(
     ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "CANCELED", "REMOVED")
 )
-INTERRUPTED_REASON = "interrupted by agent restart"
 
 
 def _text(value: Any) -> Optional[str]:
@@ -200,7 +208,6 @@ class JobClient:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         self._mqtt = mqtt_client
         self.thing_name = thing_name
-        self._journal = journal
         self._step_timeout_minutes = step_timeout_minutes
         self._heartbeat_seconds = heartbeat_seconds
         self._progress_interval = progress_interval_seconds
@@ -229,9 +236,7 @@ class JobClient:
         self._worker_thread: Optional[threading.Thread] = None
 
         # Protocol state: touched only by the protocol thread once started.
-        self._state = JournalState()
-        self._state_unsaved = False  # _state differs from the journal file (see _finish)
-        self._journal_trusted = False
+        self._ledger = Ledger(journal)
         self._job: Optional[_Job] = None
         self._worker_busy = False
         self._worker_job_id = ""
@@ -276,12 +281,7 @@ class JobClient:
         """
         if self._protocol_thread is not None:
             raise RuntimeError("JobClient already started")
-        if self._journal is not None:
-            self._state = self._journal.load()
-            self._journal_trusted = self._journal.trusted
-            # Write at once: a state directory we cannot write is a start-up error, and from
-            # now on the journal file exists, so its silence about an execution is meaningful.
-            self._journal.save(self._state)
+        self._ledger.open()
         self._restore_pending_final()
         self._mqtt.onOnline = self._sdk_online
         self._mqtt.onOffline = self._sdk_offline
@@ -775,7 +775,7 @@ class JobClient:
     def _on_claim_accepted(self, payload: Dict[str, Any], cut: bool) -> None:
         self._failures = 0
         execution = payload.get("execution")
-        interrupted = self._state.current
+        interrupted = self._ledger.current
         if not isinstance(execution, dict):
             log.debug("start-next: no pending job")
             if interrupted is not None:
@@ -793,40 +793,22 @@ class JobClient:
             return
         if interrupted is not None and interrupted.key != (job_id, execution_number):
             self._forget_vanished(interrupted)
-            interrupted = None
         job = _Job(job_id, execution_number, version, last_update_at=time.monotonic())
         job.document = execution.get("jobDocument")
         job.document_cut = cut
         self._job = job
         details = execution.get("statusDetails")
-        claimed_now = isinstance(details, dict) and details.get(RUN_ID_KEY) == self._run_id
-        if self._state.has_finished(job_id, execution_number):
-            log.error("job %s: execution %d already finished here", job_id, execution_number)
-            self._decide_final(
-                job,
-                Outcome.failed(
-                    f"this agent already ran execution {execution_number}; not running it twice",
-                    "DUPLICATE",
-                ),
-            )
-        elif interrupted is not None and interrupted.phase is Phase.FINAL:
-            self._resume_final(job, interrupted)
-        elif interrupted is not None and interrupted.phase is Phase.RUNNING:
-            self._begin(job, interrupted.attempt + 1, interrupted=True)
-        elif interrupted is not None and interrupted.phase is Phase.HANDED_OVER:
-            log.info("job %s: continuing after the agent restart, as its handler asked", job_id)
-            self._begin(job, interrupted.attempt + 1, interrupted=False)
-        elif claimed_now or interrupted is not None or self._journal_trusted:
-            # Claimed now, or claimed by an earlier run that never started it: the journal
-            # records RUNNING before any handler starts.
-            self._begin(job, 1, interrupted=False)
-        else:
-            log.warning(
-                "job %s: IN_PROGRESS since before this run and the journal has no record; "
-                "treating it as interrupted",
-                job_id,
-            )
-            self._begin(job, 2, interrupted=True)
+        claimed_by = _text(details.get(RUN_ID_KEY)) if isinstance(details, dict) else None
+        decision = decide(
+            Claim(job_id, execution_number, claimed_by),
+            self._ledger.state,
+            self._run_id,
+            self._ledger.trusted,
+            lambda: self._dispatch_verdict(job),
+            self._max_attempts,
+            stopping=self._stopping,
+        )
+        self._carry_out(job, decision)
 
     def _forget_vanished(self, record: JobRecord) -> None:
         log.warning(
@@ -834,63 +816,78 @@ class JobClient:
             "the agent was away); forgetting it",
             record.job_id,
         )
-        self._save(self._state.with_current(None))
+        self._ledger.record(None)
 
-    def _begin(self, job: _Job, attempt: int, interrupted: bool) -> None:
-        """Start the handler for the claimed ``job``, or decide its final status at once."""
-        job.attempt = attempt
-        if self._stopping:
-            log.info("job %s: claimed while stopping; left for the next start", job.job_id)
-            current = self._state.current
-            if current is None or current.key != job.key:
-                # Keep a record the journal has (RUNNING stays RUNNING: the next start must
-                # still see the job as interrupted); else note the claim.
-                record = JobRecord(job.job_id, job.execution_number, job.version, Phase.CLAIMED)
-                self._save(self._state.with_current(record))
-            self._job = None
-            return
+    def _dispatch_verdict(self, job: _Job) -> Union[Registration, Outcome]:
+        """The registration that runs ``job``'s document, or the final status refusing it;
+        the document gate runs first and may replace the document."""
         problem = document_problem(job.document, job.document_cut)
         if problem:
             log.warning("job %s: %s; rejecting", job.job_id, problem)
-            self._decide_final(job, Outcome.rejected(problem, "INVALID_DOCUMENT"))
-            return
+            return Outcome.rejected(problem, "INVALID_DOCUMENT")
         if self._document_gate is not None:
             try:
                 job.document = self._document_gate(job.job_id, job.document)
             except JobError as error:
                 outcome = outcome_of_error(error)
                 log.warning("job %s: %s; %s", job.job_id, error.reason, outcome.status.value)
-                self._decide_final(job, outcome)
-                return
+                return outcome
         registration = self._handlers.select(job.document)
         if registration is None:
             reason = self._handlers.explain_no_match(job.document)
             log.warning("job %s: %s; rejecting", job.job_id, reason)
-            self._decide_final(job, Outcome.rejected(reason, "NO_HANDLER"))
-            return
-        if interrupted and not registration.safe_to_rerun:
-            log.warning("job %s: %s; handler is not safe to re-run", job.job_id, INTERRUPTED_REASON)
-            self._decide_final(job, Outcome.failed(INTERRUPTED_REASON, "INTERRUPTED"))
-            return
-        if attempt > self._max_attempts:
-            reason = f"{INTERRUPTED_REASON} {attempt - 1} times; giving up"
-            log.warning("job %s: %s", job.job_id, reason)
-            self._decide_final(job, Outcome.failed(reason, "INTERRUPTED"))
-            return
+            return Outcome.rejected(reason, "NO_HANDLER")
+        return registration
+
+    def _carry_out(self, job: _Job, decision: Decision) -> None:
+        """Do what ``decide`` chose for the claimed ``job``."""
+        job.attempt = decision.attempt
+        action = decision.action
+        if decision.note and action is not Action.RUN:
+            log.log(decision.level, "job %s: %s", job.job_id, decision.note)
+        if action is Action.DELIVER:
+            assert decision.record is not None
+            self._resume_final(job, decision.record)
+        elif action is Action.REPORT:
+            assert decision.outcome is not None
+            self._decide_final(job, decision.outcome)
+        elif action is Action.LEAVE:
+            log.info("job %s: claimed while stopping; left for the next start", job.job_id)
+            current = self._ledger.current
+            if current is None or current.key != job.key:
+                # Keep a record the journal has (RUNNING stays RUNNING: the next start must
+                # still see the job as interrupted); else note the claim.
+                self._ledger.record(
+                    JobRecord(job.job_id, job.execution_number, job.version, Phase.CLAIMED)
+                )
+            self._job = None
+        else:
+            assert decision.registration is not None
+            self._start_handler(job, decision)
+
+    def _start_handler(self, job: _Job, decision: Decision) -> None:
+        """Record the job RUNNING, then hand it to the worker thread."""
+        attempt = decision.attempt
         record = JobRecord(job.job_id, job.execution_number, job.version, Phase.RUNNING, attempt)
         try:
-            self._save(self._state.with_current(record), strict=True)
+            self._ledger.record(record, strict=True)
         except OSError as error:
             # Never run a job we could not record: after a crash we could not tell it ran.
             reason = f"cannot record the job in the journal: {error}"
             self._decide_final(job, Outcome.failed(reason, "JOURNAL_ERROR"))
             return
-        if interrupted:
+        if decision.interrupted:
             log.warning(
-                "job %s: %s; resuming (attempt %d)", job.job_id, INTERRUPTED_REASON, attempt
+                "job %s: %s%s; resuming (attempt %d)",
+                job.job_id,
+                f"{decision.note}; " if decision.note else "",
+                INTERRUPTED_REASON,
+                attempt,
             )
             job.check_wanted = True  # refresh the step timer at once
-        job.registration = registration
+        elif decision.note:
+            log.log(decision.level, "job %s: %s", job.job_id, decision.note)
+        job.registration = decision.registration
         job.context = JobContext(job.job_id, job.execution_number, attempt, self._wake)
         self._worker_busy = True
         self._worker_job_id = job.job_id
@@ -908,24 +905,17 @@ class JobClient:
 
     def _decide_final(self, job: _Job, outcome: Outcome) -> None:
         self._set_final(job, outcome)
-        record = JobRecord(
-            job.job_id,
-            job.execution_number,
-            job.version,
-            Phase.FINAL,
-            job.attempt,
-            status=outcome.status.value,
-            status_details=dict(outcome.details),
+        self._ledger.record_final(
+            job.job_id, job.execution_number, job.version, job.attempt, outcome
         )
-        self._save(self._state.with_current(record))
 
     def _resume_final(self, job: _Job, record: JobRecord) -> None:
         job.attempt = record.attempt
-        self._set_final(job, Outcome(Status(record.status), dict(record.status_details)))
+        self._set_final(job, final_outcome(record))
         log.info("job %s: delivering final status %s", job.job_id, record.status)
 
     def _restore_pending_final(self) -> None:
-        record = self._state.current
+        record = self._ledger.current
         if record is not None and record.phase is Phase.FINAL:
             job = _Job(record.job_id, record.execution_number, record.version_number)
             self._resume_final(job, record)
@@ -970,7 +960,7 @@ class JobClient:
         record = JobRecord(
             job.job_id, job.execution_number, job.version, Phase.HANDED_OVER, job.attempt
         )
-        self._save(self._state.with_current(record))
+        self._ledger.record(record)
         log.info(
             "job %s: left IN_PROGRESS for the next start (%s)",
             job.job_id,
@@ -988,8 +978,7 @@ class JobClient:
         recorded, and finds a job claimed meanwhile never started, as the journal records
         RUNNING before any start.
         """
-        self._state = self._state.finish(job.job_id, job.execution_number)
-        self._state_unsaved = True
+        self._ledger.finish(job.job_id, job.execution_number)
         self._job = None
         if not self._stopping:
             self._claim_wanted = True
@@ -1084,24 +1073,10 @@ class JobClient:
         if request.status is Status.IN_PROGRESS and job.final is None:
             job.check_wanted = True
 
-    def _save(self, state: JournalState, strict: bool = False) -> None:
-        """Keep ``state`` and write it to the journal. A write error is logged, or raised
-        (OSError) when ``strict``, in which case ``state`` is not kept."""
-        if self._journal is not None:
-            try:
-                self._journal.save(state)
-            except OSError as error:
-                if strict:
-                    raise
-                log.error("cannot write the journal %s: %s", self._journal.path, error)
-        self._state = state
-        self._state_unsaved = False
-
     def _save_unsaved(self, force: bool = False) -> None:
         """Write the state ``_finish`` kept in memory, unless a later save wrote it already or
         (unless ``force``) a claim is on its way: its job's RUNNING record will carry it."""
         request = self._inflight
         if not force and request is not None and request.kind is _Kind.CLAIM:
             return
-        if self._state_unsaved:
-            self._save(self._state)
+        self._ledger.flush()
