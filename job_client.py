@@ -35,6 +35,16 @@ accepted it (or said the execution is terminal or gone). After a restart the pen
 status is delivered first. An interrupted execution (RUNNING in the journal, and start-next
 hands it back) is run again when its handler is ``safe_to_rerun``, up to ``max_attempts``
 starts in all, else reported FAILED with the reason "interrupted by agent restart".
+
+Stopping. ``stop()`` takes no new job and tells the running handler (``should_stop()``,
+``stop_cause`` ``StopReason.AGENT_STOPPING``). A job is never reported FAILED because the agent
+stops: a handler that finishes within the grace period reports as usual; one that leaves work
+running (raises ``JobHandedOver``, as the APT handler does while dpkg runs) is handed to the
+next start; one still running when the grace period ends is handed over too, its journal
+record left RUNNING, so the next start, which knows the run was interrupted, runs it again
+when its handler is ``safe_to_rerun`` or reports it FAILED "interrupted by agent restart".
+A second ``stop()`` with a shorter grace period (jobs_agent.py: a second SIGTERM or SIGINT)
+ends the grace period at once.
 """
 
 from __future__ import annotations
@@ -247,7 +257,7 @@ class JobClient:
         self._next_poll_at = 0.0
         self._stopping = False
         self._stop_deadline = 0.0
-        self._stop_grace = 0.0
+        self._stop_started = 0.0
         self._final_deadline: Optional[float] = None
         self._connected_once = False
 
@@ -293,9 +303,12 @@ class JobClient:
         self._protocol_thread.start()
 
     def stop(self, grace_seconds: Optional[float] = None, *, wait: bool = True) -> None:
-        """Take no new job, let the running one finish within ``grace_seconds`` (default: the
-        constructor's ``shutdown_grace_seconds``), else report it FAILED; deliver the final
-        status if the service answers in time, and disconnect.
+        """Take no new job, tell the running handler to stop (``StopReason.AGENT_STOPPING``)
+        and let it finish within ``grace_seconds`` (default: the constructor's
+        ``shutdown_grace_seconds``); deliver the final status if the service answers in time,
+        and disconnect. A handler still running when the grace period ends is handed over to
+        the next start, never reported FAILED for the stop. Calling ``stop`` again with a
+        shorter grace period (a second SIGTERM) ends the grace period sooner.
 
         With ``wait`` (the default) returns once all that is done; else at once (see
         ``wait_stopped``)."""
@@ -451,7 +464,7 @@ class JobClient:
         self._online = False
         self._work.put(None)
         if self._worker_busy:
-            log.warning("job %s: handler still running at exit; abandoned", self._worker_job_id)
+            log.info("job %s: handler still running at exit", self._worker_job_id)
         elif self._worker_thread is not None:
             self._worker_thread.join(5)
         log.info("job client stopped")
@@ -544,11 +557,13 @@ class JobClient:
 
     def _on_stop(self, grace: float) -> None:
         if self._stopping:
-            self._stop_deadline = min(self._stop_deadline, time.monotonic() + grace)
+            if time.monotonic() + grace < self._stop_deadline:
+                log.info("stopping sooner: the grace period ends in %g s", grace)
+                self._stop_deadline = time.monotonic() + grace
             return
         log.info("stopping: taking no new job")
         self._stopping = True
-        self._stop_grace = grace
+        self._stop_started = time.monotonic()
         self._claim_wanted = False
         self._stop_deadline = time.monotonic() + grace
         job = self._job
@@ -585,9 +600,7 @@ class JobClient:
         job = self._job
         if self._stopping and now >= self._stop_deadline and job is not None:
             if job.final is None and not job.gone and self._worker_busy:
-                reason = f"agent shut down before the job finished (waited {self._stop_grace:g} s)"
-                log.warning("job %s: %s; reporting FAILED", job.job_id, reason)
-                self._decide_final(job, Outcome.failed(reason, "AGENT_SHUTDOWN"))
+                self._hand_over_unfinished(job)
         if job is None and not self._stopping and self._online and now >= self._next_poll_at:
             self._claim_wanted = True
 
@@ -966,6 +979,16 @@ class JobClient:
             job.job_id,
             outcome.details.get("reason", ""),
         )
+        self._job = None
+
+    def _hand_over_unfinished(self, job: _Job) -> None:
+        """The grace period ended with the handler still running: leave the job to the next
+        start, never report it FAILED for the stop (what it started may still finish, as dpkg
+        does). The journal keeps it RUNNING, so the next start sees it interrupted and runs
+        it again when its handler is safe to re-run, else reports it FAILED interrupted."""
+        waited = time.monotonic() - self._stop_started
+        reason = f"still running {waited:.0f} s after the stop; handed over to the next start"
+        log.warning("job %s: %s", job.job_id, reason)
         self._job = None
 
     def _finish(self, job: _Job) -> None:
