@@ -142,6 +142,7 @@ class _Job:
     last_update_at: float = 0.0
     next_progress_at: float = 0.0
     check_wanted: bool = False
+    phase_shown: str = ""  # the progress ``phase`` last told to the activity
 
     @property
     def key(self) -> Tuple[str, int]:
@@ -408,6 +409,7 @@ class JobClient:
     def _connect(self) -> bool:
         """Connect and subscribe, retrying with backoff; False when stopped first."""
         delay = 1.0
+        self._activity.connecting(None)
         while not self._stop_requested.is_set():
             try:
                 self._mqtt.connect(self._keepalive)
@@ -417,6 +419,7 @@ class JobClient:
                     self._disconnect_quietly()
                     raise
                 log.info("connected; listening for jobs for thing %s", self.thing_name)
+                self._activity.connected()
                 return True
             except (operationError, operationTimeoutException, OSError) as error:
                 log.error(
@@ -426,6 +429,7 @@ class JobClient:
                     self._explanation(),
                     delay,
                 )
+                self._activity.connecting(f"{type(error).__name__}: {error}{self._explanation()}")
                 if isinstance(error, operationTimeoutException):
                     # The SDK keeps its network thread after a connect timeout: stop it, or
                     # the next connect() would run beside it.
@@ -536,14 +540,19 @@ class JobClient:
             self._on_online()
         elif kind is _Event.OFFLINE:
             log.warning("connection lost%s; the SDK reconnects with backoff", self._explanation())
+            self._activity.offline()
         elif kind is _Event.DONE:
             self._on_handler_done(*data)
         elif kind is _Event.STOP:
             self._on_stop(data)
-        # _Event.PROGRESS only wakes the loop; _pump sends it.
+        elif kind is _Event.PROGRESS:  # _pump sends it
+            job = self._job
+            if job is not None and job.context is not None:
+                self._show_phase(job, job.context._latest_details())
 
     def _on_online(self) -> None:
         log.info("online")
+        self._activity.connected()
         self._failures = 0
         self._retry_at = 0.0
         if self._inflight is not None:
@@ -562,6 +571,7 @@ class JobClient:
                 self._stop_deadline = time.monotonic() + grace
             return
         log.info("stopping: taking no new job")
+        self._activity.stopping()
         self._stopping = True
         self._stop_started = time.monotonic()
         self._claim_wanted = False
@@ -630,6 +640,8 @@ class JobClient:
             elif job.check_wanted or now >= job.last_update_at + self._heartbeat_seconds:
                 latest = context._latest_details() if context is not None else None
                 self._send_update(job, Status.IN_PROGRESS, latest)
+            if context is not None:
+                self._show_phase(job, context._latest_details())
             return
         if self._claim_wanted and not self._stopping:
             self._send_claim()
@@ -905,6 +917,14 @@ class JobClient:
         self._worker_busy = True
         self._worker_job_id = job.job_id
         self._work.put(job)
+        self._activity.job_started(job.job_id, attempt)
+
+    def _show_phase(self, job: _Job, details: Optional[Mapping[str, str]]) -> None:
+        """Tell the activity the running job's ``phase`` (a progress key) when it changed."""
+        phase = details.get("phase") if details else None
+        if phase and phase != job.phase_shown:
+            job.phase_shown = phase
+            self._activity.job_phase(job.job_id, phase)
 
     def _wake(self) -> None:
         self._events.put((_Event.PROGRESS, None))
@@ -921,6 +941,7 @@ class JobClient:
         self._ledger.record_final(
             job.job_id, job.execution_number, job.version, job.attempt, outcome
         )
+        self._activity.job_finished(job.job_id, outcome.status.value, outcome.details.get("reason"))
 
     def _resume_final(self, job: _Job, record: JobRecord) -> None:
         job.attempt = record.attempt
@@ -974,11 +995,9 @@ class JobClient:
             job.job_id, job.execution_number, job.version, Phase.HANDED_OVER, job.attempt
         )
         self._ledger.record(record)
-        log.info(
-            "job %s: left IN_PROGRESS for the next start (%s)",
-            job.job_id,
-            outcome.details.get("reason", ""),
-        )
+        reason = outcome.details.get("reason", "")
+        log.info("job %s: left IN_PROGRESS for the next start (%s)", job.job_id, reason)
+        self._activity.job_handed_over(job.job_id, reason)
         self._job = None
 
     def _hand_over_unfinished(self, job: _Job) -> None:
@@ -989,6 +1008,7 @@ class JobClient:
         waited = time.monotonic() - self._stop_started
         reason = f"still running {waited:.0f} s after the stop; handed over to the next start"
         log.warning("job %s: %s", job.job_id, reason)
+        self._activity.job_handed_over(job.job_id, reason)
         self._job = None
 
     def _finish(self, job: _Job) -> None:

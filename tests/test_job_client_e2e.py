@@ -17,6 +17,7 @@ from agent_core_fixtures import (
 from local_jobs_fixtures import RawDevice
 from resilience_fixtures import through_proxy
 
+from agent.activity import Activity
 from agent.errors import JobFailed, JobHandedOver, JobRejected
 from agent.journal import JobRecord, JournalState, Phase
 from local_jobs.fault_proxy import FaultProxy
@@ -419,3 +420,83 @@ def test_interrupted_job_claimed_while_stopping_stays_interrupted(stack, agent_f
         assert agent.client.wait_stopped(30)
     # The next start must still see a job that was running when the agent went away.
     assert agent.journal.load().current == interrupted
+
+
+class RecordingActivity(Activity):
+    """Records every state change the job client tells, in order."""
+
+    def __init__(self):
+        self.calls = []
+
+    def connecting(self, error=None):
+        self.calls.append(("connecting", error))
+
+    def connected(self):
+        self.calls.append(("connected",))
+
+    def offline(self):
+        self.calls.append(("offline",))
+
+    def job_started(self, job_id, attempt):
+        self.calls.append(("job_started", job_id, attempt))
+
+    def job_phase(self, job_id, phase):
+        self.calls.append(("job_phase", job_id, phase))
+
+    def job_handed_over(self, job_id, reason):
+        self.calls.append(("job_handed_over", job_id))
+
+    def job_finished(self, job_id, status, reason=None):
+        self.calls.append(("job_finished", job_id, status, reason))
+
+    def stopping(self):
+        self.calls.append(("stopping",))
+
+
+def test_activity_hears_connection_job_phases_outcome_and_stop(stack, agent_factory):
+    activity = RecordingActivity()
+
+    def phased(document, job):
+        for phase in ("downloading", "downloading", "installing"):
+            job.report_progress({"phase": phase, "at": str(time.monotonic())})
+            shown = ("job_phase", job.job_id, phase)
+            wait_for(lambda shown=shown: shown in activity.calls, what=f"{shown} told")
+        raise JobFailed("disk full", "NO_SPACE")
+
+    agent = agent_factory(activity=activity).add("PHASED", phased).start()
+    create_job(stack, "activity-1", {"jobType": "PHASED"})
+    assert wait_status(stack, "activity-1")["status"] == "FAILED"
+    agent.stop(grace_seconds=0)
+    calls = [call for call in activity.calls if call[0] != "connected"]
+    assert activity.calls[:2] == [("connecting", None), ("connected",)]
+    assert calls[1:] == [
+        ("job_started", "activity-1", 1),
+        ("job_phase", "activity-1", "downloading"),
+        ("job_phase", "activity-1", "installing"),
+        ("job_finished", "activity-1", "FAILED", "disk full"),
+        ("stopping",),
+    ]
+
+
+def test_activity_hears_a_job_handed_over_at_stop(stack, agent_factory):
+    activity = RecordingActivity()
+    started, release = threading.Event(), threading.Event()
+    agent = agent_factory(activity=activity)
+    agent.add("SLOW", lambda d, j: started.set() or release.wait(30)).start()
+    create_job(stack, "activity-2", {"jobType": "SLOW"})
+    assert started.wait(10)
+    agent.stop(grace_seconds=0)
+    release.set()
+    assert activity.calls[-2:] == [("stopping",), ("job_handed_over", "activity-2")]
+
+
+def test_activity_hears_why_connecting_fails(stack, agent_factory):
+    activity = RecordingActivity()
+    stack.kill_broker()
+    agent = agent_factory(activity=activity).add("QUICK", lambda d, j: {}).start(wait_ready=False)
+    wait_for(lambda: len(activity.calls) >= 2, what="a failed connection attempt")
+    stack.start_broker()
+    assert agent.client.ready.wait(15)
+    assert activity.calls[0] == ("connecting", None)
+    assert activity.calls[1][0] == "connecting" and activity.calls[1][1]
+    assert ("connected",) in activity.calls
