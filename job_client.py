@@ -60,9 +60,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
-from AWSIoTPythonSDK.exception.operationError import operationError
-from AWSIoTPythonSDK.exception.operationTimeoutException import operationTimeoutException
-
 from agent.activity import Activity
 from agent.dispatch import Filter, Handlers, Registration, document_problem
 from agent.errors import JobError, JobFailed, JobHandedOver, JobRejected
@@ -77,6 +74,7 @@ from agent.job import (
 )
 from agent.journal import JobRecord, Journal, Phase
 from agent.messages import parse_message
+from agent.mqtt import JobsConnection
 from agent.recovery import (
     INTERRUPTED_REASON,
     Action,
@@ -105,7 +103,14 @@ log = logging.getLogger(__name__)
 # dispatch (e.g. without a signature field) or raises JobRejected/JobFailed with the reason.
 DocumentGate = Callable[[str, Dict[str, Any]], Dict[str, Any]]
 
-QOS = 1
+SUBSCRIPTIONS = (
+    "notify-next",
+    "notify",
+    "start-next/accepted",
+    "start-next/rejected",
+    "+/update/accepted",
+    "+/update/rejected",
+)
 RUN_ID_KEY = "agentRun"  # statusDetails key start-next sets, naming the agent run that claimed
 RETRYABLE_CODES = frozenset(("RequestThrottled", "InternalError"))
 GONE_CODES = frozenset(("InvalidStateTransition", "TerminalStateReached", "ResourceNotFound"))
@@ -217,7 +222,11 @@ class JobClient:
             )
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
-        self._mqtt = mqtt_client
+        self._link = JobsConnection(
+            mqtt_client,
+            keepalive_seconds=keepalive_seconds,
+            explain_failure=explain_connection_failure,
+        )
         self.thing_name = thing_name
         self._step_timeout_minutes = step_timeout_minutes
         self._heartbeat_seconds = heartbeat_seconds
@@ -227,9 +236,7 @@ class JobClient:
         self._retry_max = retry_max_seconds
         self._poll_interval = poll_interval_seconds
         self._max_attempts = max_attempts
-        self._keepalive = keepalive_seconds
         self._on_ready = on_ready
-        self._explain = explain_connection_failure
         self._document_gate = document_gate
         self._activity = activity if activity is not None else Activity()
         self._prefix = f"$aws/things/{thing_name}/jobs/"
@@ -294,8 +301,7 @@ class JobClient:
             raise RuntimeError("JobClient already started")
         self._ledger.open()
         self._restore_pending_final()
-        self._mqtt.onOnline = self._sdk_online
-        self._mqtt.onOffline = self._sdk_offline
+        self._link.on_state(self._sdk_online, self._sdk_offline)
         self._worker_thread = threading.Thread(target=self._work_loop, name="jobs-worker")
         self._worker_thread.daemon = True  # a hung handler must not keep the process alive
         self._protocol_thread = threading.Thread(target=self._protocol_main, name="jobs-protocol")
@@ -408,63 +414,20 @@ class JobClient:
 
     def _connect(self) -> bool:
         """Connect and subscribe, retrying with backoff; False when stopped first."""
-        delay = 1.0
         self._activity.connecting(None)
-        while not self._stop_requested.is_set():
-            try:
-                self._mqtt.connect(self._keepalive)
-                try:
-                    self._subscribe()
-                except (operationError, operationTimeoutException, OSError):
-                    self._disconnect_quietly()
-                    raise
-                log.info("connected; listening for jobs for thing %s", self.thing_name)
-                self._activity.connected()
-                return True
-            except (operationError, operationTimeoutException, OSError) as error:
-                log.error(
-                    "cannot connect or subscribe (%s: %s)%s; retrying in %.0f s",
-                    type(error).__name__,
-                    error,
-                    self._explanation(),
-                    delay,
-                )
-                self._activity.connecting(f"{type(error).__name__}: {error}{self._explanation()}")
-                if isinstance(error, operationTimeoutException):
-                    # The SDK keeps its network thread after a connect timeout: stop it, or
-                    # the next connect() would run beside it.
-                    self._disconnect_quietly()
-            if self._stop_requested.wait(delay):
-                break
-            delay = min(delay * 2, 60.0)
-        return False
-
-    def _explanation(self) -> str:
-        """ "; <why>" when the caller can tell why connecting fails (an expired certificate)."""
-        why = self._explain() if self._explain is not None else None
-        return f"; {why}" if why else ""
-
-    def _subscribe(self) -> None:
-        for suffix in (
-            "notify-next",
-            "notify",
-            "start-next/accepted",
-            "start-next/rejected",
-            "+/update/accepted",
-            "+/update/rejected",
+        topics = [self._prefix + suffix for suffix in SUBSCRIPTIONS]
+        if not self._link.connect(
+            topics, self._sdk_message, self._stop_requested, self._activity.connecting
         ):
-            self._mqtt.subscribe(self._prefix + suffix, QOS, self._sdk_message)
-
-    def _disconnect_quietly(self) -> None:
-        try:
-            self._mqtt.disconnect()
-        except (operationError, operationTimeoutException, OSError) as error:
-            log.warning("disconnect failed: %s", error)
+            return False
+        log.info("connected; listening for jobs for thing %s", self.thing_name)
+        self._activity.connected()
+        return True
 
     def _shut_down(self) -> None:
         self._save_unsaved(force=True)
         if self._connected_once or self._online:
-            self._disconnect_quietly()
+            self._link.disconnect()
         self._online = False
         self._work.put(None)
         if self._worker_busy:
@@ -539,7 +502,8 @@ class JobClient:
         elif kind is _Event.ONLINE:
             self._on_online()
         elif kind is _Event.OFFLINE:
-            log.warning("connection lost%s; the SDK reconnects with backoff", self._explanation())
+            why = self._link.explanation()
+            log.warning("connection lost%s; the SDK reconnects with backoff", why)
             self._activity.offline()
         elif kind is _Event.DONE:
             self._on_handler_done(*data)
@@ -647,14 +611,10 @@ class JobClient:
             self._send_claim()
 
     def _publish(self, topic: str, payload: Dict[str, Any]) -> bool:
-        try:
-            self._mqtt.publishAsync(topic, json.dumps(payload), QOS)
+        if self._link.publish(topic, json.dumps(payload)):
             return True
-        except (operationError, operationTimeoutException, OSError) as error:
-            # Not connected (or the SDK still resubscribing after a reconnect): try later.
-            log.debug("publish to %s failed: %s", topic, error)
-            self._back_off(time.monotonic())
-            return False
+        self._back_off(time.monotonic())  # not connected, or still resubscribing: try later
+        return False
 
     def _new_request(self, kind: _Kind, **kwargs: Any) -> _Request:
         return _Request(kind, uuid.uuid4().hex, time.monotonic() + self._request_timeout, **kwargs)
