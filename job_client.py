@@ -129,6 +129,22 @@ def _list(value: Any) -> list:
     return value if isinstance(value, list) else []
 
 
+class JobPhase(enum.Enum):
+    """Where the execution in hand stands, as far as reporting goes."""
+
+    RUNNING = "running"  # the handler runs (or starts): progress and heartbeats are sent
+    FINAL = "final"  # the final status (``final``) is decided: sent until the service takes it
+    GONE = "gone"  # the service ended the execution (``gone`` says why): nothing is sent
+
+
+class Mode(enum.Enum):
+    """What the client as a whole is doing."""
+
+    CONNECTING = "connecting"  # until the first connect and subscribe worked
+    LISTENING = "listening"  # claims work, runs it, reports it
+    STOPPING = "stopping"  # takes no new job; ends once the job in hand is settled
+
+
 @dataclass
 class _Job:
     """The execution in hand, as the protocol thread sees it."""
@@ -140,9 +156,10 @@ class _Job:
     document: Any = None
     registration: Optional[Registration] = None
     context: Optional[JobContext] = None
-    final: Optional[Outcome] = None  # decided, not yet acknowledged
+    phase: JobPhase = JobPhase.RUNNING
+    final: Optional[Outcome] = None  # decided, not yet acknowledged (phase FINAL)
     final_fallback: int = 0  # how far the final statusDetails were cut after InvalidRequest
-    gone: str = ""  # why the service no longer takes updates for it
+    gone: str = ""  # why the service no longer takes updates for it (phase GONE)
     document_cut: bool = False  # parts nested too deeply to read were cut from the message
     last_update_at: float = 0.0
     next_progress_at: float = 0.0
@@ -263,11 +280,10 @@ class JobClient:
         self._failures = 0
         self._retry_at = 0.0
         self._next_poll_at = 0.0
-        self._stopping = False
+        self._mode = Mode.CONNECTING
         self._stop_deadline = 0.0
         self._stop_started = 0.0
         self._final_deadline: Optional[float] = None
-        self._connected_once = False
 
     # public API
 
@@ -426,7 +442,7 @@ class JobClient:
 
     def _shut_down(self) -> None:
         self._save_unsaved(force=True)
-        if self._connected_once or self._online:
+        if self._mode is not Mode.CONNECTING or self._online:
             self._link.disconnect()
         self._online = False
         self._work.put(None)
@@ -437,7 +453,7 @@ class JobClient:
         log.info("job client stopped")
 
     def _loop(self) -> None:
-        self._connected_once = True
+        self._mode = Mode.LISTENING
         while not self._done_stopping():
             timeout = self._next_wakeup()
             try:
@@ -467,10 +483,10 @@ class JobClient:
         elif self._online:
             if self._wants_to_send():
                 times.append(max(self._retry_at, self._send_time(now)))
-            if job is None and not self._stopping:
+            if job is None and self._mode is not Mode.STOPPING:
                 times.append(self._next_poll_at)
-        if self._stopping:
-            if job is not None and job.final is None and not job.gone and self._worker_busy:
+        if self._mode is Mode.STOPPING:
+            if job is not None and job.phase is JobPhase.RUNNING and self._worker_busy:
                 times.append(self._stop_deadline)
             if self._final_deadline is not None:
                 times.append(self._final_deadline)
@@ -481,13 +497,15 @@ class JobClient:
     def _wants_to_send(self) -> bool:
         job = self._job
         if job is not None:
-            return not job.gone and (job.final is not None or self._worker_busy)
-        return self._claim_wanted and not self._stopping
+            if job.phase is JobPhase.RUNNING:
+                return self._worker_busy
+            return job.phase is JobPhase.FINAL
+        return self._claim_wanted and self._mode is not Mode.STOPPING
 
     def _send_time(self, now: float) -> float:
         """When the job in hand next needs an update (claims: now)."""
         job = self._job
-        if job is None or job.final is not None:
+        if job is None or job.phase is JobPhase.FINAL:
             return now
         if job.check_wanted:
             return now
@@ -525,35 +543,35 @@ class JobClient:
         job = self._job
         if job is None:
             self._claim_wanted = True
-        elif job.final is None and not job.gone:
+        elif job.phase is JobPhase.RUNNING:
             job.check_wanted = True  # notifications may have been missed while offline
 
     def _on_stop(self, grace: float) -> None:
-        if self._stopping:
+        if self._mode is Mode.STOPPING:
             if time.monotonic() + grace < self._stop_deadline:
                 log.info("stopping sooner: the grace period ends in %g s", grace)
                 self._stop_deadline = time.monotonic() + grace
             return
         log.info("stopping: taking no new job")
         self._activity.stopping()
-        self._stopping = True
+        self._mode = Mode.STOPPING
         self._stop_started = time.monotonic()
         self._claim_wanted = False
         self._stop_deadline = time.monotonic() + grace
         job = self._job
         if job is not None and job.context is not None:
             job.context._request_stop(StopReason.AGENT_STOPPING)
-        if job is not None and self._worker_busy and job.final is None:
+        if job is not None and self._worker_busy and job.phase is not JobPhase.FINAL:
             log.info("job %s: waiting up to %g s for it to finish", job.job_id, grace)
-        if job is not None and job.final is not None and self._final_deadline is None:
+        if job is not None and job.phase is JobPhase.FINAL and self._final_deadline is None:
             self._final_deadline = time.monotonic() + self._request_timeout
 
     def _done_stopping(self) -> bool:
-        if not self._stopping:
+        if self._mode is not Mode.STOPPING:
             return False
         job = self._job
-        if job is not None and not job.gone:
-            if job.final is None:
+        if job is not None and job.phase is not JobPhase.GONE:
+            if job.phase is JobPhase.RUNNING:
                 return False  # the handler runs; _on_timers ends it at the deadline
             return self._final_deadline is not None and time.monotonic() >= self._final_deadline
         if self._inflight is not None and self._inflight.kind is _Kind.CLAIM:
@@ -572,10 +590,11 @@ class JobClient:
             if request.job is not None and request.status is Status.IN_PROGRESS:
                 request.job.check_wanted = True
         job = self._job
-        if self._stopping and now >= self._stop_deadline and job is not None:
-            if job.final is None and not job.gone and self._worker_busy:
+        if self._mode is Mode.STOPPING and now >= self._stop_deadline and job is not None:
+            if job.phase is JobPhase.RUNNING and self._worker_busy:
                 self._hand_over_unfinished(job)
-        if job is None and not self._stopping and self._online and now >= self._next_poll_at:
+        listening = self._mode is not Mode.STOPPING
+        if job is None and listening and self._online and now >= self._next_poll_at:
             self._claim_wanted = True
 
     def _back_off(self, now: float) -> None:
@@ -589,9 +608,9 @@ class JobClient:
             return
         job = self._job
         if job is not None:
-            if job.gone:
+            if job.phase is JobPhase.GONE:
                 return
-            if job.final is not None:
+            if job.phase is JobPhase.FINAL:
                 self._send_update(job, job.final.status, self._final_details(job))
                 return
             if not self._worker_busy:
@@ -607,7 +626,7 @@ class JobClient:
             if context is not None:
                 self._show_phase(job, context._latest_details())
             return
-        if self._claim_wanted and not self._stopping:
+        if self._claim_wanted and self._mode is not Mode.STOPPING:
             self._send_claim()
 
     def _publish(self, topic: str, payload: Dict[str, Any]) -> bool:
@@ -727,7 +746,7 @@ class JobClient:
             if next_id is not None:
                 log.debug("notify-next: job %s is next", next_id)
                 self._claim_wanted = True
-        elif next_id != job.job_id and job.final is None and not job.gone:
+        elif next_id != job.job_id and job.phase is JobPhase.RUNNING:
             # The head of the queue is no longer our job: it may have been canceled.
             job.check_wanted = True
 
@@ -741,7 +760,7 @@ class JobClient:
         if job is None:
             if in_progress or queued:
                 self._claim_wanted = True
-        elif job.final is None and not job.gone:
+        elif job.phase is JobPhase.RUNNING:
             ids = {item.get("jobId") for item in in_progress if isinstance(item, dict)}
             if job.job_id not in ids:
                 job.check_wanted = True
@@ -791,7 +810,7 @@ class JobClient:
             self._ledger.trusted,
             lambda: self._dispatch_verdict(job),
             self._max_attempts,
-            stopping=self._stopping,
+            stopping=self._mode is Mode.STOPPING,
         )
         self._carry_out(job, decision)
 
@@ -890,9 +909,10 @@ class JobClient:
         self._events.put((_Event.PROGRESS, None))
 
     def _set_final(self, job: _Job, outcome: Outcome) -> None:
+        job.phase = JobPhase.FINAL
         job.final = outcome
         job.final_fallback = 0
-        if self._stopping and self._final_deadline is None:
+        if self._mode is Mode.STOPPING and self._final_deadline is None:
             # Give the service one request timeout to accept it; the journal keeps it if not.
             self._final_deadline = time.monotonic() + self._request_timeout
 
@@ -920,7 +940,7 @@ class JobClient:
         if job is not self._job:
             log.warning("job %s: handler finished after the job was dropped", job.job_id)
             return
-        if job.gone:
+        if job.phase is JobPhase.GONE:
             log.warning(
                 "job %s: handler finished (%s) after the service ended the job (%s); not reported",
                 job.job_id,
@@ -929,7 +949,7 @@ class JobClient:
             )
             self._finish(job)
             return
-        if job.final is not None:
+        if job.phase is JobPhase.FINAL:
             log.warning(
                 "job %s: handler finished (%s) after %s was decided; keeping that",
                 job.job_id,
@@ -946,7 +966,7 @@ class JobClient:
 
     def _hand_over(self, job: _Job, outcome: Outcome) -> None:
         """The handler asked to go on at the next start: record that, report nothing."""
-        if not self._stopping:
+        if self._mode is not Mode.STOPPING:
             reason = "the handler handed the job over to a restart, but the agent is not stopping"
             log.error("job %s: %s", job.job_id, reason)
             self._decide_final(job, Outcome.failed(reason, "HANDOVER_REFUSED"))
@@ -983,20 +1003,21 @@ class JobClient:
         """
         self._ledger.finish(job.job_id, job.execution_number)
         self._job = None
-        if not self._stopping:
+        if self._mode is not Mode.STOPPING:
             self._claim_wanted = True
 
     def _job_gone(self, job: _Job, why: str) -> None:
         """The service no longer takes updates for ``job``."""
         if job.context is not None:
             job.context._request_stop(StopReason.SERVICE_ENDED, why)
-        if job.final is not None:
+        if job.phase is JobPhase.FINAL:
             log.warning(
                 "job %s: final status %s not recorded: %s", job.job_id, job.final.status.value, why
             )
             self._finish(job)
         elif self._worker_busy:
             log.warning("job %s: %s; no longer reporting for it", job.job_id, why)
+            job.phase = JobPhase.GONE
             job.gone = why
         else:
             self._finish(job)
@@ -1025,7 +1046,7 @@ class JobClient:
         service_status = _text(state.get("status")) if isinstance(state, dict) else None
         now = time.monotonic()
         if (
-            job.final is not None
+            job.phase is JobPhase.FINAL
             and request.status is job.final.status
             and service_status == job.final.status.value
         ):
@@ -1047,7 +1068,7 @@ class JobClient:
             log.warning("job %s: update rejected (%s: %s); will retry", job.job_id, code, message)
             self._back_off(now)
             self._resend_later(job, request)
-        elif job.final is not None and request.status is job.final.status:
+        elif job.phase is JobPhase.FINAL and request.status is job.final.status:
             job.final_fallback += 1
             if job.final_fallback > 2:
                 log.error(
@@ -1073,7 +1094,7 @@ class JobClient:
             job.last_update_at = now  # do not retry the same heartbeat at once
 
     def _resend_later(self, job: _Job, request: _Request) -> None:
-        if request.status is Status.IN_PROGRESS and job.final is None:
+        if request.status is Status.IN_PROGRESS and job.phase is not JobPhase.FINAL:
             job.check_wanted = True
 
     def _save_unsaved(self, force: bool = False) -> None:
