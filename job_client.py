@@ -49,7 +49,6 @@ ends the grace period at once.
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import queue
@@ -57,8 +56,7 @@ import random
 import threading
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 from agent.activity import Activity
 from agent.dispatch import Filter, Handlers, Registration, document_problem
@@ -71,6 +69,21 @@ from agent.job import (
     StopReason,
     failure_details,
     outcome_of_error,
+)
+from agent.jobs_state import (
+    GONE_CODES,
+    RETRYABLE_CODES,
+    RUN_ID_KEY,
+    SERVICE_TERMINAL_STATUSES,
+    SUBSCRIPTIONS,
+    Event,
+    Execution,
+    JobPhase,
+    Mode,
+    Request,
+    RequestKind,
+    list_or_empty,
+    text_or_none,
 )
 from agent.journal import JobRecord, Journal, Phase
 from agent.messages import parse_message
@@ -102,97 +115,6 @@ log = logging.getLogger(__name__)
 # Checks a claimed document before any filter or handler sees it: returns the document to
 # dispatch (e.g. without a signature field) or raises JobRejected/JobFailed with the reason.
 DocumentGate = Callable[[str, Dict[str, Any]], Dict[str, Any]]
-
-SUBSCRIPTIONS = (
-    "notify-next",
-    "notify",
-    "start-next/accepted",
-    "start-next/rejected",
-    "+/update/accepted",
-    "+/update/rejected",
-)
-RUN_ID_KEY = "agentRun"  # statusDetails key start-next sets, naming the agent run that claimed
-RETRYABLE_CODES = frozenset(("RequestThrottled", "InternalError"))
-GONE_CODES = frozenset(("InvalidStateTransition", "TerminalStateReached", "ResourceNotFound"))
-SERVICE_TERMINAL_STATUSES = frozenset(
-    ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "CANCELED", "REMOVED")
-)
-
-
-def _text(value: Any) -> Optional[str]:
-    """``value`` when it is a string (service messages are untrusted), else None."""
-    return value if isinstance(value, str) else None
-
-
-def _list(value: Any) -> list:
-    """``value`` when it is a list, else an empty one."""
-    return value if isinstance(value, list) else []
-
-
-class JobPhase(enum.Enum):
-    """Where the execution in hand stands, as far as reporting goes."""
-
-    RUNNING = "running"  # the handler runs (or starts): progress and heartbeats are sent
-    FINAL = "final"  # the final status (``final``) is decided: sent until the service takes it
-    GONE = "gone"  # the service ended the execution (``gone`` says why): nothing is sent
-
-
-class Mode(enum.Enum):
-    """What the client as a whole is doing."""
-
-    CONNECTING = "connecting"  # until the first connect and subscribe worked
-    LISTENING = "listening"  # claims work, runs it, reports it
-    STOPPING = "stopping"  # takes no new job; ends once the job in hand is settled
-
-
-@dataclass
-class _Job:
-    """The execution in hand, as the protocol thread sees it."""
-
-    job_id: str
-    execution_number: int
-    version: int
-    attempt: int = 0
-    document: Any = None
-    registration: Optional[Registration] = None
-    context: Optional[JobContext] = None
-    phase: JobPhase = JobPhase.RUNNING
-    final: Optional[Outcome] = None  # decided, not yet acknowledged (phase FINAL)
-    final_fallback: int = 0  # how far the final statusDetails were cut after InvalidRequest
-    gone: str = ""  # why the service no longer takes updates for it (phase GONE)
-    document_cut: bool = False  # parts nested too deeply to read were cut from the message
-    last_update_at: float = 0.0
-    next_progress_at: float = 0.0
-    check_wanted: bool = False
-    phase_shown: str = ""  # the progress ``phase`` last told to the activity
-
-    @property
-    def key(self) -> Tuple[str, int]:
-        return (self.job_id, self.execution_number)
-
-
-class _Kind(enum.Enum):
-    CLAIM = "start-next"
-    UPDATE = "update"
-
-
-@dataclass
-class _Request:
-    kind: _Kind
-    token: str
-    deadline: float
-    job: Optional[_Job] = None
-    status: Optional[Status] = None
-
-
-class _Event(enum.Enum):
-    MESSAGE = "message"
-    ONLINE = "online"
-    OFFLINE = "offline"
-    PROGRESS = "progress"
-    DONE = "done"
-    STOP = "stop"
-
 
 class JobClient:
     """Runs AWS IoT Jobs for one thing, one at a time, through registered handlers.
@@ -272,10 +194,10 @@ class JobClient:
 
         # Protocol state: touched only by the protocol thread once started.
         self._ledger = Ledger(journal)
-        self._job: Optional[_Job] = None
+        self._job: Optional[Execution] = None
         self._worker_busy = False
         self._worker_job_id = ""
-        self._inflight: Optional[_Request] = None
+        self._inflight: Optional[Request] = None
         self._claim_wanted = True
         self._failures = 0
         self._retry_at = 0.0
@@ -337,7 +259,7 @@ class JobClient:
         ``wait_stopped``)."""
         grace = self._grace_seconds if grace_seconds is None else grace_seconds
         self._stop_requested.set()
-        self._events.put((_Event.STOP, grace))
+        self._events.put((Event.STOP, grace))
         if wait and not self.wait_stopped(grace + 3 * self._request_timeout + 30):
             log.error("protocol thread did not stop in time")
 
@@ -366,12 +288,12 @@ class JobClient:
     def _sdk_online(self) -> None:
         self._online = True
         self.last_online = time.monotonic()
-        self._events.put((_Event.ONLINE, None))
+        self._events.put((Event.ONLINE, None))
 
     def _sdk_offline(self) -> None:
         self._online = False
         self._offline_since = time.monotonic()
-        self._events.put((_Event.OFFLINE, None))
+        self._events.put((Event.OFFLINE, None))
 
     def _sdk_message(self, client: Any, userdata: Any, message: Any) -> None:
         # Whatever arrives, nothing may escape: an exception here kills the SDK's only
@@ -381,7 +303,7 @@ class JobClient:
         except ValueError as error:
             log.warning("ignoring a message on %s: %s", message.topic, error)
             return
-        self._events.put((_Event.MESSAGE, (message.topic, payload, cut)))
+        self._events.put((Event.MESSAGE, (message.topic, payload, cut)))
 
     # worker thread
 
@@ -391,9 +313,9 @@ class JobClient:
             if job is None:
                 return
             outcome = self._run_matching_handler(job)
-            self._events.put((_Event.DONE, (job, outcome)))
+            self._events.put((Event.DONE, (job, outcome)))
 
-    def _run_matching_handler(self, job: _Job) -> Outcome:
+    def _run_matching_handler(self, job: Execution) -> Outcome:
         """Run the handler of the first registration whose filter matched the document (chosen
         in ``_begin``): the one place every handler exception is caught."""
         registration, context = job.registration, job.context
@@ -514,20 +436,20 @@ class JobClient:
             times.append(job.next_progress_at)
         return min(times)
 
-    def _handle(self, kind: _Event, data: Any) -> None:
-        if kind is _Event.MESSAGE:
+    def _handle(self, kind: Event, data: Any) -> None:
+        if kind is Event.MESSAGE:
             self._on_message(*data)
-        elif kind is _Event.ONLINE:
+        elif kind is Event.ONLINE:
             self._on_online()
-        elif kind is _Event.OFFLINE:
+        elif kind is Event.OFFLINE:
             why = self._link.explanation()
             log.warning("connection lost%s; the SDK reconnects with backoff", why)
             self._activity.offline()
-        elif kind is _Event.DONE:
+        elif kind is Event.DONE:
             self._on_handler_done(*data)
-        elif kind is _Event.STOP:
+        elif kind is Event.STOP:
             self._on_stop(data)
-        elif kind is _Event.PROGRESS:  # _pump sends it
+        elif kind is Event.PROGRESS:  # _pump sends it
             job = self._job
             if job is not None and job.context is not None:
                 self._show_phase(job, job.context._latest_details())
@@ -574,7 +496,7 @@ class JobClient:
             if job.phase is JobPhase.RUNNING:
                 return False  # the handler runs; _on_timers ends it at the deadline
             return self._final_deadline is not None and time.monotonic() >= self._final_deadline
-        if self._inflight is not None and self._inflight.kind is _Kind.CLAIM:
+        if self._inflight is not None and self._inflight.kind is RequestKind.CLAIM:
             return False  # learn what the claim took, so the journal can record it
         return True
 
@@ -635,11 +557,11 @@ class JobClient:
         self._back_off(time.monotonic())  # not connected, or still resubscribing: try later
         return False
 
-    def _new_request(self, kind: _Kind, **kwargs: Any) -> _Request:
-        return _Request(kind, uuid.uuid4().hex, time.monotonic() + self._request_timeout, **kwargs)
+    def _new_request(self, kind: RequestKind, **kwargs: Any) -> Request:
+        return Request(kind, uuid.uuid4().hex, time.monotonic() + self._request_timeout, **kwargs)
 
     def _send_claim(self) -> None:
-        request = self._new_request(_Kind.CLAIM)
+        request = self._new_request(RequestKind.CLAIM)
         payload = {
             "clientToken": request.token,
             "stepTimeoutInMinutes": self._step_timeout_minutes,
@@ -655,8 +577,10 @@ class JobClient:
                 if self._on_ready is not None:
                     self._on_ready()
 
-    def _send_update(self, job: _Job, status: Status, details: Optional[Mapping[str, str]]) -> bool:
-        request = self._new_request(_Kind.UPDATE, job=job, status=status)
+    def _send_update(
+        self, job: Execution, status: Status, details: Optional[Mapping[str, str]]
+    ) -> bool:
+        request = self._new_request(RequestKind.UPDATE, job=job, status=status)
         payload: Dict[str, Any] = {
             "status": status.value,
             "expectedVersion": job.version,
@@ -682,7 +606,7 @@ class JobClient:
             return True
         return False
 
-    def _final_details(self, job: _Job) -> Optional[Mapping[str, str]]:
+    def _final_details(self, job: Execution) -> Optional[Mapping[str, str]]:
         """The final statusDetails, cut down step by step if the service refused them."""
         assert job.final is not None
         if job.final_fallback == 0:
@@ -703,7 +627,7 @@ class JobClient:
         elif suffix == "notify":
             self._on_notify(payload)
         elif suffix in ("start-next/accepted", "start-next/rejected"):
-            request = self._take_reply(_Kind.CLAIM, payload, None)
+            request = self._take_reply(RequestKind.CLAIM, payload, None)
             if request is None:
                 return
             if suffix.endswith("accepted"):
@@ -713,7 +637,7 @@ class JobClient:
         else:
             parts = suffix.split("/")
             if len(parts) == 3 and parts[1] == "update" and parts[2] in ("accepted", "rejected"):
-                request = self._take_reply(_Kind.UPDATE, payload, parts[0])
+                request = self._take_reply(RequestKind.UPDATE, payload, parts[0])
                 if request is None:
                     return
                 if parts[2] == "accepted":
@@ -724,8 +648,8 @@ class JobClient:
                 log.debug("ignoring a message on %s", topic)
 
     def _take_reply(
-        self, kind: _Kind, payload: Dict[str, Any], job_id: Optional[str]
-    ) -> Optional[_Request]:
+        self, kind: RequestKind, payload: Dict[str, Any], job_id: Optional[str]
+    ) -> Optional[Request]:
         """The in-flight request this reply answers, now no longer in flight; else None."""
         request = self._inflight
         token = payload.get("clientToken")
@@ -754,8 +678,8 @@ class JobClient:
         jobs = payload.get("jobs")
         if not isinstance(jobs, dict):
             return
-        in_progress = _list(jobs.get("IN_PROGRESS"))
-        queued = _list(jobs.get("QUEUED"))
+        in_progress = list_or_empty(jobs.get("IN_PROGRESS"))
+        queued = list_or_empty(jobs.get("QUEUED"))
         job = self._job
         if job is None:
             if in_progress or queued:
@@ -766,7 +690,7 @@ class JobClient:
                 job.check_wanted = True
 
     def _on_claim_rejected(self, payload: Dict[str, Any]) -> None:
-        code, message = _text(payload.get("code")), _text(payload.get("message"))
+        code, message = text_or_none(payload.get("code")), text_or_none(payload.get("message"))
         if code in RETRYABLE_CODES:
             log.warning("start-next rejected (%s: %s); will retry", code, message)
             self._claim_wanted = True
@@ -797,12 +721,12 @@ class JobClient:
             return
         if interrupted is not None and interrupted.key != (job_id, execution_number):
             self._forget_vanished(interrupted)
-        job = _Job(job_id, execution_number, version, last_update_at=time.monotonic())
+        job = Execution(job_id, execution_number, version, last_update_at=time.monotonic())
         job.document = execution.get("jobDocument")
         job.document_cut = cut
         self._job = job
         details = execution.get("statusDetails")
-        claimed_by = _text(details.get(RUN_ID_KEY)) if isinstance(details, dict) else None
+        claimed_by = text_or_none(details.get(RUN_ID_KEY)) if isinstance(details, dict) else None
         decision = decide(
             Claim(job_id, execution_number, claimed_by),
             self._ledger.state,
@@ -822,7 +746,7 @@ class JobClient:
         )
         self._ledger.record(None)
 
-    def _dispatch_verdict(self, job: _Job) -> Union[Registration, Outcome]:
+    def _dispatch_verdict(self, job: Execution) -> Union[Registration, Outcome]:
         """The registration that runs ``job``'s document, or the final status refusing it;
         the document gate runs first and may replace the document."""
         problem = document_problem(job.document, job.document_cut)
@@ -843,7 +767,7 @@ class JobClient:
             return Outcome.rejected(reason, "NO_HANDLER")
         return registration
 
-    def _carry_out(self, job: _Job, decision: Decision) -> None:
+    def _carry_out(self, job: Execution, decision: Decision) -> None:
         """Do what ``decide`` chose for the claimed ``job``."""
         job.attempt = decision.attempt
         action = decision.action
@@ -869,7 +793,7 @@ class JobClient:
             assert decision.registration is not None
             self._start_handler(job, decision)
 
-    def _start_handler(self, job: _Job, decision: Decision) -> None:
+    def _start_handler(self, job: Execution, decision: Decision) -> None:
         """Record the job RUNNING, then hand it to the worker thread."""
         attempt = decision.attempt
         record = JobRecord(job.job_id, job.execution_number, job.version, Phase.RUNNING, attempt)
@@ -898,7 +822,7 @@ class JobClient:
         self._work.put(job)
         self._activity.job_started(job.job_id, attempt)
 
-    def _show_phase(self, job: _Job, details: Optional[Mapping[str, str]]) -> None:
+    def _show_phase(self, job: Execution, details: Optional[Mapping[str, str]]) -> None:
         """Tell the activity the running job's ``phase`` (a progress key) when it changed."""
         phase = details.get("phase") if details else None
         if phase and phase != job.phase_shown:
@@ -906,9 +830,9 @@ class JobClient:
             self._activity.job_phase(job.job_id, phase)
 
     def _wake(self) -> None:
-        self._events.put((_Event.PROGRESS, None))
+        self._events.put((Event.PROGRESS, None))
 
-    def _set_final(self, job: _Job, outcome: Outcome) -> None:
+    def _set_final(self, job: Execution, outcome: Outcome) -> None:
         job.phase = JobPhase.FINAL
         job.final = outcome
         job.final_fallback = 0
@@ -916,14 +840,14 @@ class JobClient:
             # Give the service one request timeout to accept it; the journal keeps it if not.
             self._final_deadline = time.monotonic() + self._request_timeout
 
-    def _decide_final(self, job: _Job, outcome: Outcome) -> None:
+    def _decide_final(self, job: Execution, outcome: Outcome) -> None:
         self._set_final(job, outcome)
         self._ledger.record_final(
             job.job_id, job.execution_number, job.version, job.attempt, outcome
         )
         self._activity.job_finished(job.job_id, outcome.status.value, outcome.details.get("reason"))
 
-    def _resume_final(self, job: _Job, record: JobRecord) -> None:
+    def _resume_final(self, job: Execution, record: JobRecord) -> None:
         job.attempt = record.attempt
         self._set_final(job, final_outcome(record))
         log.info("job %s: delivering final status %s", job.job_id, record.status)
@@ -931,11 +855,11 @@ class JobClient:
     def _restore_pending_final(self) -> None:
         record = self._ledger.current
         if record is not None and record.phase is Phase.FINAL:
-            job = _Job(record.job_id, record.execution_number, record.version_number)
+            job = Execution(record.job_id, record.execution_number, record.version_number)
             self._resume_final(job, record)
             self._job = job
 
-    def _on_handler_done(self, job: _Job, outcome: Outcome) -> None:
+    def _on_handler_done(self, job: Execution, outcome: Outcome) -> None:
         self._worker_busy = False
         if job is not self._job:
             log.warning("job %s: handler finished after the job was dropped", job.job_id)
@@ -964,7 +888,7 @@ class JobClient:
         # after the journal write: from this line on, a restart delivers this outcome
         log.info("job %s: finished: %s", job.job_id, outcome.status.value)
 
-    def _hand_over(self, job: _Job, outcome: Outcome) -> None:
+    def _hand_over(self, job: Execution, outcome: Outcome) -> None:
         """The handler asked to go on at the next start: record that, report nothing."""
         if self._mode is not Mode.STOPPING:
             reason = "the handler handed the job over to a restart, but the agent is not stopping"
@@ -980,7 +904,7 @@ class JobClient:
         self._activity.job_handed_over(job.job_id, reason)
         self._job = None
 
-    def _hand_over_unfinished(self, job: _Job) -> None:
+    def _hand_over_unfinished(self, job: Execution) -> None:
         """The grace period ended with the handler still running: leave the job to the next
         start, never report it FAILED for the stop (what it started may still finish, as dpkg
         does). The journal keeps it RUNNING, so the next start sees it interrupted and runs
@@ -991,7 +915,7 @@ class JobClient:
         self._activity.job_handed_over(job.job_id, reason)
         self._job = None
 
-    def _finish(self, job: _Job) -> None:
+    def _finish(self, job: Execution) -> None:
         """Forget the job in hand and remember it as finished; look for the next one.
 
         The journal learns this with its next write: the RUNNING record of the job the next
@@ -1006,7 +930,7 @@ class JobClient:
         if self._mode is not Mode.STOPPING:
             self._claim_wanted = True
 
-    def _job_gone(self, job: _Job, why: str) -> None:
+    def _job_gone(self, job: Execution, why: str) -> None:
         """The service no longer takes updates for ``job``."""
         if job.context is not None:
             job.context._request_stop(StopReason.SERVICE_ENDED, why)
@@ -1022,7 +946,7 @@ class JobClient:
         else:
             self._finish(job)
 
-    def _on_update_accepted(self, request: _Request, payload: Dict[str, Any]) -> None:
+    def _on_update_accepted(self, request: Request, payload: Dict[str, Any]) -> None:
         job = request.job
         assert job is not None and request.status is not None
         self._failures = 0
@@ -1038,12 +962,12 @@ class JobClient:
         log.info("job %s: reported %s", job.job_id, request.status.value)
         self._finish(job)
 
-    def _on_update_rejected(self, request: _Request, payload: Dict[str, Any]) -> None:
+    def _on_update_rejected(self, request: Request, payload: Dict[str, Any]) -> None:
         job = request.job
         assert job is not None and request.status is not None
-        code, message = _text(payload.get("code")), _text(payload.get("message"))
+        code, message = text_or_none(payload.get("code")), text_or_none(payload.get("message"))
         state = payload.get("executionState")
-        service_status = _text(state.get("status")) if isinstance(state, dict) else None
+        service_status = text_or_none(state.get("status")) if isinstance(state, dict) else None
         now = time.monotonic()
         if (
             job.phase is JobPhase.FINAL
@@ -1093,7 +1017,7 @@ class JobClient:
             )
             job.last_update_at = now  # do not retry the same heartbeat at once
 
-    def _resend_later(self, job: _Job, request: _Request) -> None:
+    def _resend_later(self, job: Execution, request: Request) -> None:
         if request.status is Status.IN_PROGRESS and job.phase is not JobPhase.FINAL:
             job.check_wanted = True
 
@@ -1101,6 +1025,6 @@ class JobClient:
         """Write the state ``_finish`` kept in memory, unless a later save wrote it already or
         (unless ``force``) a claim is on its way: its job's RUNNING record will carry it."""
         request = self._inflight
-        if not force and request is not None and request.kind is _Kind.CLAIM:
+        if not force and request is not None and request.kind is RequestKind.CLAIM:
             return
         self._ledger.flush()
