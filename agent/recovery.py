@@ -118,26 +118,19 @@ def decide(
     found = dispatch()
     if isinstance(found, Outcome):
         return Decision(Action.REPORT, attempt, interrupted, outcome=found, note=note, level=level)
+    refusal = ""
     if interrupted and not found.safe_to_rerun:
+        refusal, why = INTERRUPTED_REASON, f"{INTERRUPTED_REASON}; handler is not safe to re-run"
+    elif attempt > max_attempts:
+        refusal = why = f"{INTERRUPTED_REASON} {attempt - 1} times; giving up"
+    if refusal:
         return Decision(
             Action.REPORT,
             attempt,
             interrupted,
-            outcome=Outcome.failed(INTERRUPTED_REASON, "INTERRUPTED"),
+            outcome=Outcome.failed(refusal, "INTERRUPTED"),
             registration=found,
-            note=f"{note + '; ' if note else ''}{INTERRUPTED_REASON}; handler is not safe "
-            "to re-run",
-            level=logging.WARNING,
-        )
-    if attempt > max_attempts:
-        reason = f"{INTERRUPTED_REASON} {attempt - 1} times; giving up"
-        return Decision(
-            Action.REPORT,
-            attempt,
-            interrupted,
-            outcome=Outcome.failed(reason, "INTERRUPTED"),
-            registration=found,
-            note=f"{note + '; ' if note else ''}{reason}",
+            note=f"{note}; {why}" if note else why,
             level=logging.WARNING,
         )
     return Decision(Action.RUN, attempt, interrupted, registration=found, note=note, level=level)
