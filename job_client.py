@@ -254,8 +254,13 @@ class JobClient(ServiceReplies):
         grace = self._grace_seconds if grace_seconds is None else grace_seconds
         self._stop_requested.set()
         self._events.put((Event.STOP, grace))
-        if wait and not self.wait_stopped(grace + 3 * self._request_timeout + 30):
+        if wait and not self.wait_stopped(self.stop_timeout(grace)):
             log.error("protocol thread did not stop in time")
+
+    def stop_timeout(self, grace_seconds: float) -> float:
+        """How long a stop with ``grace_seconds`` may take at most: the grace period, then the
+        final status's requests and the disconnect."""
+        return grace_seconds + 3 * self._request_timeout + 30
 
     def wait_stopped(self, timeout: Optional[float] = None) -> bool:
         """Wait up to ``timeout`` seconds for the client to stop; True once it has."""

@@ -37,7 +37,6 @@ log = logging.getLogger("jobs_agent")
 HERE = Path(__file__).resolve().parent
 DEFAULT_SETTINGS = HERE / "settings.conf"
 LIVENESS_CHECK_SECONDS = 30.0  # how often, without a systemd watchdog, main checks the client
-STOP_MARGIN_SECONDS = 60.0  # beyond the grace period, for the final status and the disconnect
 SECOND_SIGNAL_POLL_SECONDS = 0.2  # while stopping, how soon a second SIGTERM/SIGINT is seen
 
 HandlerSpec = Tuple[Callable[[Any], Any], Any, Callable[..., Any]]
@@ -302,7 +301,7 @@ def _wait_for_shutdown(
     # The running job may take the whole grace period: keep the watchdog fed meanwhile, but
     # not forever (the final status gets one request timeout, the disconnect its own). A
     # second SIGTERM/SIGINT ends the grace period at once: the running job is handed over.
-    give_up = time.monotonic() + grace_seconds + STOP_MARGIN_SECONDS
+    give_up = time.monotonic() + client.stop_timeout(grace_seconds)
     seen = signals.count
     next_watchdog = time.monotonic() + tick
     while not client.wait_stopped(SECOND_SIGNAL_POLL_SECONDS):
@@ -318,7 +317,7 @@ def _wait_for_shutdown(
                 signals.received,
             )
             client.stop(grace_seconds=0, wait=False)
-            give_up = min(give_up, now + STOP_MARGIN_SECONDS)
+            give_up = min(give_up, now + client.stop_timeout(0))
         if watchdog and now >= next_watchdog:
             notifier.watchdog()
             next_watchdog = now + tick
