@@ -56,7 +56,7 @@ import random
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 from agent.activity import Activity
 from agent.dispatch import Filter, Handlers, Registration, document_problem
@@ -80,6 +80,7 @@ from agent.jobs_state import (
     Mode,
     Request,
     RequestKind,
+    Send,
 )
 from agent.journal import JobRecord, Journal, Phase
 from agent.messages import parse_message
@@ -402,8 +403,9 @@ class JobClient(ServiceReplies):
         if self._inflight is not None:
             times.append(self._inflight.deadline)
         elif self._online:
-            if self._wants_to_send():
-                times.append(max(self._retry_at, self._send_time(now)))
+            wanted = self._next_send(now)
+            if wanted is not None:
+                times.append(max(self._retry_at, wanted[0]))
             if job is None and self._mode is not Mode.STOPPING:
                 times.append(self._next_poll_at)
         if self._mode is Mode.STOPPING:
@@ -415,25 +417,24 @@ class JobClient(ServiceReplies):
             return None
         return max(0.0, min(times) - now)
 
-    def _wants_to_send(self) -> bool:
+    def _next_send(self, now: float) -> Optional[Tuple[float, Send]]:
+        """The request to send next and when it is due (None: nothing to send): the one place
+        that decides it (``_next_wakeup`` waits for it, ``_pump`` sends it)."""
         job = self._job
-        if job is not None:
-            if job.phase is JobPhase.RUNNING:
-                return self._worker_busy
-            return job.phase is JobPhase.FINAL
-        return self._claim_wanted and self._mode is not Mode.STOPPING
-
-    def _send_time(self, now: float) -> float:
-        """When the job in hand next needs an update (claims: now)."""
-        job = self._job
-        if job is None or job.phase is JobPhase.FINAL:
-            return now
-        if job.check_wanted:
-            return now
-        times = [job.last_update_at + self._heartbeat_seconds]
-        if job.context is not None and job.context._has_unsent():
-            times.append(job.next_progress_at)
-        return min(times)
+        if job is None:
+            if self._claim_wanted and self._mode is not Mode.STOPPING:
+                return now, Send.CLAIM
+            return None
+        if job.phase is JobPhase.FINAL:
+            return now, Send.FINAL
+        if job.phase is JobPhase.GONE or not self._worker_busy:
+            return None
+        heartbeat_at = now if job.check_wanted else job.last_update_at + self._heartbeat_seconds
+        context = job.context
+        if context is not None and context._has_unsent():
+            if job.next_progress_at <= max(now, heartbeat_at):
+                return job.next_progress_at, Send.PROGRESS
+        return heartbeat_at, Send.HEARTBEAT
 
     def _handle(self, kind: Event, data: Any) -> None:
         if kind is Event.MESSAGE:
@@ -524,31 +525,27 @@ class JobClient(ServiceReplies):
         self._retry_at = now + delay * random.uniform(0.5, 1.0)  # jitter spreads a fleet
 
     def _pump(self, now: float) -> None:
-        """Send the next request when none is in flight and something is due."""
+        """Send the next request when none is in flight and one is due."""
         if self._inflight is not None or not self._online or now < self._retry_at:
             return
-        job = self._job
-        if job is not None:
-            if job.phase is JobPhase.GONE:
-                return
-            if job.phase is JobPhase.FINAL:
-                self._send_update(job, job.final.status, self._final_details(job))
-                return
-            if not self._worker_busy:
-                return
-            context = job.context
-            if context is not None and context._has_unsent() and now >= job.next_progress_at:
-                if self._send_update(job, Status.IN_PROGRESS, context._latest_details()):
-                    context._take_unsent()
-                    job.next_progress_at = now + self._progress_interval
-            elif job.check_wanted or now >= job.last_update_at + self._heartbeat_seconds:
-                latest = context._latest_details() if context is not None else None
-                self._send_update(job, Status.IN_PROGRESS, latest)
-            if context is not None:
-                self._show_phase(job, context._latest_details())
+        wanted = self._next_send(now)
+        if wanted is None or now < wanted[0]:
             return
-        if self._claim_wanted and self._mode is not Mode.STOPPING:
+        what, job = wanted[1], self._job
+        if what is Send.CLAIM or job is None:
             self._send_claim()
+            return
+        if what is Send.FINAL:
+            assert job.final is not None
+            self._send_update(job, job.final.status, self._final_details(job))
+            return
+        context = job.context
+        latest = context._latest_details() if context is not None else None
+        if self._send_update(job, Status.IN_PROGRESS, latest) and what is Send.PROGRESS:
+            assert context is not None
+            context._take_unsent()
+            job.next_progress_at = now + self._progress_interval
+        self._show_phase(job, latest)
 
     def _publish(self, topic: str, payload: Dict[str, Any]) -> bool:
         if self._link.publish(topic, json.dumps(payload)):

@@ -83,6 +83,15 @@ class Execution:
         return (self.job_id, self.execution_number)
 
 
+class Send(enum.Enum):
+    """The request the client sends next (``JobClient._next_send`` decides)."""
+
+    CLAIM = "claim"  # start-next: no job in hand and work may be waiting
+    FINAL = "final"  # the decided final status
+    PROGRESS = "progress"  # IN_PROGRESS with the handler's latest progress
+    HEARTBEAT = "heartbeat"  # IN_PROGRESS to refresh the step timer (or check the job)
+
+
 class RequestKind(enum.Enum):
     """The two requests a device makes."""
 
