@@ -33,7 +33,7 @@ from agent.managed.document import (
     masked_document_key,
     parse_managed_document,
 )
-from agent.managed.process import current_user
+from agent.process import current_user
 
 log = logging.getLogger(__name__)
 
