@@ -26,14 +26,40 @@ def test_what_is_not_a_json_object_raises_value_error_saying_why(data, why):
         parse_message(data)
 
 
-def test_deep_nesting_is_cut_and_flagged_instead_of_raising():
-    deep = '{"clientToken": "t", "execution": {"jobId": "j", "jobDocument": ' + "[" * 5000
-    deep += "]" * 5000 + '}, "timestamp": 1}'
-    message, cut = parse_message(deep.encode())
+def _message_with_document_nested(levels: int) -> bytes:
+    """A start-next reply whose job document holds arrays nested ``levels`` deep."""
+    deep = '{"clientToken": "t", "execution": {"jobId": "j", "jobDocument": ' + "[" * levels
+    return (deep + "]" * levels + '}, "timestamp": 1}').encode()
+
+
+# 100 is read whole by every Python, 5,000 by 3.13 but not 3.9-3.12, 20,000 by none: the cut
+# is the agent's, at MAX_DEPTH, whatever the interpreter could read.
+@pytest.mark.parametrize("levels", [MAX_DEPTH - 1, 100, 5000, 9000, 20000])
+def test_deep_nesting_is_cut_at_the_agents_depth_and_flagged_instead_of_raising(levels):
+    message, cut = parse_message(_message_with_document_nested(levels))
     assert cut
     assert message["clientToken"] == "t"
     assert message["execution"]["jobId"] == "j"
     assert message["timestamp"] == 1
+    document = message["execution"]["jobDocument"]
+    depth = 2  # the message's object, then "execution"
+    while isinstance(document, list):
+        depth += 1
+        document = document[0]
+    assert document is None and depth == MAX_DEPTH
+
+
+def test_nesting_up_to_the_agents_depth_is_read_whole():
+    message, cut = parse_message(_message_with_document_nested(MAX_DEPTH - 2))
+    assert not cut
+    assert message["execution"]["jobDocument"] is not None
+
+
+def test_a_deep_value_hidden_under_a_repeated_key_is_cut_too():
+    deep = "[" * 100 + "]" * 100
+    message, cut = parse_message(('{"a": ' + deep + ', "a": 1}').encode())
+    assert cut
+    assert message == {"a": 1}
 
 
 def test_cap_depth_keeps_strings_with_brackets_and_escaped_quotes():
