@@ -9,6 +9,10 @@ Messages come from the network, so reading one must never raise anything but Val
   agent's, not the interpreter's: Python 3.9-3.12's JSON reader gives up near 1,000 levels
   (RecursionError), 3.13's near 10,000, and the same message must get the same answer on every
   supported Python.
+- Integers longer than ``MAX_INT_DIGITS`` digits are read as floats (so ``inf``, as JSON's
+  ``1e999`` is): Python 3.11 and later (and 3.9/3.10 updates) refuse to convert them and the
+  whole message would be unreadable, while Debian 11's 3.9.2 reads them; the same message
+  must be read the same way on both.
 - Objects remember keys that appear more than once (JSON keeps the last), so an ambiguous job
   document can be REJECTED instead of run with whichever value came last.
 """
@@ -21,6 +25,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 # The deepest nesting read as sent (the message's own object is level 1; a job document sits
 # at level 3). Far below where any supported Python's JSON reader gives up, from any stack.
 MAX_DEPTH = 64
+# Python's default int_max_str_digits (3.11+).
+MAX_INT_DIGITS = 4300
 
 
 class JsonObject(dict):
@@ -42,8 +48,14 @@ def _object(pairs: List[Tuple[str, Any]]) -> JsonObject:
     return obj
 
 
+def _int(text: str) -> Any:
+    if len(text) - text.startswith("-") > MAX_INT_DIGITS:
+        return float(text)
+    return int(text)
+
+
 def _loads(text: str) -> Any:
-    return json.loads(text, object_pairs_hook=_object)
+    return json.loads(text, object_pairs_hook=_object, parse_int=_int)
 
 
 def parse_message(data: bytes) -> Tuple[Dict[str, Any], bool]:

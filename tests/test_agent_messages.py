@@ -4,7 +4,13 @@ import json
 
 import pytest
 
-from agent.messages import MAX_DEPTH, cap_depth, first_duplicate_key, parse_message
+from agent.messages import (
+    MAX_DEPTH,
+    MAX_INT_DIGITS,
+    cap_depth,
+    first_duplicate_key,
+    parse_message,
+)
 
 
 def test_plain_object_is_read():
@@ -83,3 +89,15 @@ def test_duplicate_keys_are_found_at_any_depth():
 def test_no_duplicate_keys_gives_none():
     message, _ = parse_message(b'{"a": {"b": 1}, "b": 2}')
     assert first_duplicate_key(message) is None
+
+
+@pytest.mark.parametrize("sign", ["", "-"])
+def test_an_integer_too_long_for_python_to_convert_is_read_as_an_infinite_float(sign):
+    # Python 3.11+ refuses to convert it, Debian 11's 3.9.2 does not: read it the same way.
+    message, cut = parse_message(f'{{"n": {sign}1{"0" * MAX_INT_DIGITS}}}'.encode())
+    assert message["n"] == float(f"{sign}inf") and not cut
+
+
+def test_an_integer_of_the_longest_length_stays_an_exact_integer():
+    message, _ = parse_message(f'{{"n": {"9" * MAX_INT_DIGITS}}}'.encode())
+    assert message["n"] == 10**MAX_INT_DIGITS - 1
