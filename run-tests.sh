@@ -67,8 +67,18 @@ run_pytest() {
 }
 step pytest run_pytest "$@"
 
+# The release tier (tests/release/run.sh): Debian 11, 12 and 13 roots under systemd-nspawn.
+# It runs with the whole suite (no pytest arguments, as CI runs it) or when RELEASE_TIER=1;
+# RELEASE_TIER=0 leaves it out. Without root, systemd-nspawn or debootstrap it says why and
+# skips.
+if [ "${RELEASE_TIER:-}" = 1 ] || { [ $# -eq 0 ] && [ "${RELEASE_TIER:-}" != 0 ]; }; then
+    step "release tier (Debian 11, 12, 13)" tests/release/run.sh
+else
+    echo "=== release tier: skipped (pytest arguments given or RELEASE_TIER=0; RELEASE_TIER=1 runs it)"
+fi
+
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "FAILED steps: ${failed[*]}"
     exit 1
 fi
-echo "All steps passed: ruff, Python 3.9 checks, pytest."
+echo "All steps passed: ruff, Python 3.9 checks, pytest (and the release tier, unless skipped above)."
