@@ -15,6 +15,37 @@ set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$here" || exit 2
+
+usage() {
+    cat <<'EOF'
+Usage: ./start.sh [MODE] [OPTIONS...]
+
+Modes:
+  ./start.sh                          run the agent with ./settings.conf (Ctrl-C stops it)
+  ./start.sh -c FILE | --config FILE  run the agent with another settings file
+  ./start.sh --check-config [-c FILE] check the settings and certificates, say what is
+                                      wrong, and exit (0 when valid, 2 when not)
+  ./start.sh --log-level LEVEL        run with CRITICAL, ERROR, WARNING, INFO or DEBUG logging
+  ./start.sh --local                  the agent against a local AWS IoT Jobs service and
+                                      broker, with demo certificates, settings and a
+                                      throwaway apt root under .local/ (no AWS account)
+  ./start.sh --local --demo           one sample APT_UPDATE job end to end, then exit
+                                      (0 when it SUCCEEDED)
+  ./start.sh --local --help           the options of the local modes (--dir, --thing, ...)
+  ./start.sh --help                   this text
+
+Every option other than --local and --help is passed to jobs_agent.py.
+Exit status 2: the settings or the set-up are wrong (the message says what to change).
+README.md is the guide; docs/operating.md has every setting.
+EOF
+}
+
+case "${1:-}" in
+    -h | --help)
+        usage
+        exit 0
+        ;;
+esac
 # shellcheck source=scripts/setup.sh
 . scripts/setup.sh
 
@@ -56,7 +87,8 @@ if [ "$has_config_argument" = 0 ]; then
 No settings file: $here/settings.conf does not exist.
 Make one from the example and fill in [connection] (endpoint, thing name, certificates):
     cp settings.conf.example settings.conf && \${EDITOR:-nano} settings.conf
-(README.md, "AWS setup", shows how to get each value), or give another file with
+(README.md, "Connecting a device to AWS IoT", shows how to get each value), or give
+another file with
     ./start.sh --config /path/to/settings.conf
 To see the agent work without an AWS account, run the local demo instead:
     ./start.sh --local

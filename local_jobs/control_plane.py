@@ -27,8 +27,6 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from local_jobs.model import (
     DEFAULT_REGION,
-    JOB_ID_PATTERN,
-    MAX_IN_PROGRESS_TIMEOUT_MINUTES,
     MAX_JOB_DOCUMENT_CHARS,
     THING_NAME_PATTERN,
     ExecutionStatus,
@@ -43,16 +41,21 @@ from local_jobs.model import (
     job_arn,
     thing_arn,
 )
+from local_jobs.validation import (
+    MAX_COMMENT_CHARS,
+    MAX_DESCRIPTION_CHARS,
+    MAX_DOCUMENT_SOURCE_CHARS,
+    MAX_RETRIES,
+    MAX_RETRY_CRITERIA,
+    REASON_CODE_PATTERN,
+    check_document,
+    check_in_progress_timeout,
+    check_job_id,
+    check_thing_name,
+)
 
 log = logging.getLogger(__name__)
 
-# botocore's JobDocumentSource, JobDescription, Comment, ReasonCode and RetryCriteriaList limits.
-MAX_DOCUMENT_SOURCE_CHARS = 1350
-MAX_DESCRIPTION_CHARS = 2028
-MAX_COMMENT_CHARS = 2028
-REASON_CODE_PATTERN = re.compile(r"[A-Z0-9_]{1,128}")
-MAX_RETRY_CRITERIA = 2
-MAX_RETRIES = 10
 # ``arn:aws:iot:REGION:ACCOUNT:thing/NAME``; any region and account are accepted.
 THING_ARN_PATTERN = re.compile(r"arn:aws[a-z-]*:iot:[a-z0-9-]+:[0-9]{12}:thing/(?P<name>.+)")
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -171,20 +174,11 @@ def _invalid(message: str) -> InvalidRequestError:
 
 
 def _job_id(value: str) -> str:
-    if not JOB_ID_PATTERN.fullmatch(value):
-        raise _invalid(
-            f"jobId {value!r} is invalid: use 1 to 64 characters from a-z, A-Z, 0-9, _ and -"
-        )
-    return value
+    return check_job_id(value)
 
 
 def _thing_name(value: str) -> str:
-    if not THING_NAME_PATTERN.fullmatch(value):
-        raise _invalid(
-            f"thingName {value!r} is invalid: use 1 to 128 characters "
-            f"from a-z, A-Z, 0-9, :, _ and -"
-        )
-    return value
+    return check_thing_name(value)
 
 
 def _field(body: Body, name: str, kind: type, kind_name: str, *, where: str = "") -> Any:
@@ -240,27 +234,6 @@ def target_thing_name(target: Any) -> str:
     if not THING_NAME_PATTERN.fullmatch(name):
         raise _invalid(f"targets: {target!r} names an invalid thing name {name!r}")
     return name
-
-
-def check_document(text: str, where: str) -> str:
-    """``text`` if it is a job document: JSON object text of at most 32768 characters.
-
-    ``where`` names the source in the error (``document``, ``documentSource /x.json``).
-    """
-    if len(text) > MAX_JOB_DOCUMENT_CHARS:
-        raise _invalid(
-            f"{where}: the job document is {len(text)} characters long; "
-            f"the limit is {MAX_JOB_DOCUMENT_CHARS}"
-        )
-    try:
-        parsed = json.loads(text)
-    except ValueError as exc:
-        raise _invalid(f"{where}: the job document is not valid JSON: {exc}") from None
-    if not isinstance(parsed, dict):
-        raise _invalid(
-            f"{where}: the job document must be a JSON object, got {type(parsed).__name__}"
-        )
-    return text
 
 
 _LOCAL_SOURCE_HINT = (
@@ -336,12 +309,7 @@ def _in_progress_timeout(body: Body) -> Optional[int]:
     minutes = _field(
         config, "inProgressTimeoutInMinutes", int, "an integer", where="timeoutConfig."
     )
-    if minutes is not None and not 1 <= minutes <= MAX_IN_PROGRESS_TIMEOUT_MINUTES:
-        raise _invalid(
-            f"timeoutConfig.inProgressTimeoutInMinutes must be 1 to "
-            f"{MAX_IN_PROGRESS_TIMEOUT_MINUTES}, got {minutes}"
-        )
-    return minutes
+    return check_in_progress_timeout(minutes)
 
 
 def _retry_criteria(body: Body) -> List[RetryCriterion]:

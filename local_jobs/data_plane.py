@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import socket
 import threading
@@ -26,7 +25,6 @@ from local_jobs.certificates import SERVICE_IDENTITY
 from local_jobs.model import (
     JOB_ID_PATTERN,
     THING_NAME_PATTERN,
-    ExecutionStatus,
     InvalidRequestError,
     InvalidStateTransitionError,
     RejectCode,
@@ -36,10 +34,13 @@ from local_jobs.model import (
     TerminalStateError,
     VersionConflictError,
 )
-from local_jobs.service import (
+from local_jobs.service import LocalJobsService, execution_state_of
+from local_jobs.validation import (
     NEXT,
-    LocalJobsService,
-    execution_state_of,
+    request_expected_version,
+    request_flag,
+    request_number,
+    request_status,
 )
 
 log = logging.getLogger(__name__)
@@ -199,31 +200,6 @@ def _route(rest: List[str]):
     raise _Rejection(RejectCode.INVALID_TOPIC, f"no jobs API on topic suffix {'/'.join(rest)!r}")
 
 
-def _number(body: Dict[str, Any], key: str) -> Optional[int]:
-    """A non-negative integer given as a number or a decimal string (PY1 sends strings)."""
-    if key not in body or body[key] is None:
-        return None
-    value = body[key]
-    if isinstance(value, bool):
-        raise InvalidRequestError(f"{key} must be a number, got {value!r}")
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value.strip())
-    if isinstance(value, float) and math.isfinite(value) and value == int(value):
-        value = int(value)
-    if not isinstance(value, int):
-        raise InvalidRequestError(f"{key} must be a number, got {value!r}")
-    return value
-
-
-def _flag(body: Dict[str, Any], key: str, default: bool) -> bool:
-    value = body.get(key, default)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise InvalidRequestError(f"{key} must be true or false, got {value!r}")
-    return value
-
-
 def _details(body: Dict[str, Any]):
     return body.get("statusDetails") if body.get("statusDetails") is not None else None
 
@@ -237,7 +213,7 @@ def _start_next(service, thing_name, _job_id, body):
     found = service.start_next(
         thing_name,
         status_details=_details(body),
-        step_timeout_minutes=_number(body, "stepTimeoutInMinutes"),
+        step_timeout_minutes=request_number(body, "stepTimeoutInMinutes"),
     )
     if found is None:
         return {}  # "the response does not include the execution field"
@@ -246,8 +222,8 @@ def _start_next(service, thing_name, _job_id, body):
 
 
 def _describe(service, thing_name, job_id, body):
-    include_document = _flag(body, "includeJobDocument", True)  # DG: default true
-    execution_number = _number(body, "executionNumber")
+    include_document = request_flag(body, "includeJobDocument", True)  # DG: default true
+    execution_number = request_number(body, "executionNumber")
     found = service.describe_for_device(thing_name, job_id, execution_number)
     if found is None:
         return {}
@@ -256,26 +232,18 @@ def _describe(service, thing_name, job_id, body):
 
 
 def _update(service, thing_name, job_id, body):
-    status_text = body.get("status")
-    if status_text is None:
-        raise InvalidRequestError("status is required")
-    try:
-        status = ExecutionStatus(status_text)
-    except (ValueError, TypeError):
-        raise InvalidRequestError(f"invalid status {status_text!r}") from None
-    include_state = _flag(body, "includeJobExecutionState", False)
-    include_document = _flag(body, "includeJobDocument", False)
-    expected_version = _number(body, "expectedVersion")
-    if expected_version is not None and expected_version < 0:
-        raise InvalidRequestError(f"expectedVersion must not be negative, got {expected_version}")
+    status = request_status(body)
+    include_state = request_flag(body, "includeJobExecutionState", False)
+    include_document = request_flag(body, "includeJobDocument", False)
+    expected_version = request_expected_version(body)
     execution, job = service.update_execution(
         thing_name,
         job_id,
         status,
         status_details=_details(body),
         expected_version=expected_version,
-        execution_number=_number(body, "executionNumber"),
-        step_timeout_minutes=_number(body, "stepTimeoutInMinutes"),
+        execution_number=request_number(body, "executionNumber"),
+        step_timeout_minutes=request_number(body, "stepTimeoutInMinutes"),
     )
     accepted: Dict[str, Any] = {}
     if include_state:

@@ -13,23 +13,17 @@ would (jobs-api.md §1.5):
 - ``notify-next`` when the *head* of the queue changes (IN_PROGRESS first, then queue
   order), with no ``execution`` once the queue is empty.
 
-Run as a process: ``python -m local_jobs.service --db ... --mqtt-port ...`` (see ``main``).
+Request rules live in ``validation.py``; the process that runs the service is ``server.py``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
-import json
 import logging
 import math
-import os
-import signal
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import (
     Callable,
     Dict,
@@ -42,17 +36,9 @@ from typing import (
     Tuple,
 )
 
-from local_jobs import payloads
+from local_jobs import payloads, validation
 from local_jobs.model import (
     DISCARD_STEP_TIMER,
-    JOB_ID_PATTERN,
-    MAX_IN_PROGRESS_TIMEOUT_MINUTES,
-    MAX_JOB_DOCUMENT_CHARS,
-    MAX_STATUS_DETAILS_VALUE_CHARS,
-    MAX_STEP_TIMEOUT_MINUTES,
-    MIN_STEP_TIMEOUT_MINUTES,
-    STATUS_DETAILS_KEY_PATTERN,
-    THING_NAME_PATTERN,
     ExecutionStatus,
     InvalidRequestError,
     InvalidStateTransitionError,
@@ -69,13 +55,16 @@ from local_jobs.model import (
     VersionConflictError,
 )
 from local_jobs.store import Store
+from local_jobs.validation import (
+    MAX_RETRIES_PER_EXECUTION,
+    NEXT,
+    validate_status_details,
+    validate_step_timeout,
+)
 
 log = logging.getLogger(__name__)
 
 Publisher = Callable[[str, dict], None]
-NEXT = "$next"
-MAX_RETRIES_PER_EXECUTION = 10  # DG: up to 10 retries for both failure types combined
-MAX_DESCRIPTION_CHARS = 2028  # botocore JobDescription
 
 
 def execution_state_of(error: BaseException) -> Optional[JobExecution]:
@@ -86,54 +75,6 @@ def execution_state_of(error: BaseException) -> Optional[JobExecution]:
 def _with_execution(error: ServiceError, execution: JobExecution) -> ServiceError:
     error.execution = execution  # type: ignore[attr-defined]
     return error
-
-
-def validate_status_details(details: object, where: str = "statusDetails") -> Dict[str, str]:
-    """Check a statusDetails map; return it as a plain dict or raise InvalidRequestError.
-
-    Keys match ``[a-zA-Z0-9:_-]{1,128}``; values are strings of 1..1024 characters without
-    control characters. ``\\n`` and ``\\t`` are accepted although the documented pattern
-    ``[^\\p{C}]+`` excludes them: the live service accepts them (the ADC README shows a
-    ``stderr`` value ending in ``\\n``), jobs-api.md §1.8.
-    """
-    if not isinstance(details, Mapping):
-        raise InvalidRequestError(f"{where} must be an object of string values")
-    result: Dict[str, str] = {}
-    for key, value in details.items():
-        if not isinstance(key, str) or not STATUS_DETAILS_KEY_PATTERN.fullmatch(key):
-            raise InvalidRequestError(
-                f"{where} key {key!r} must be 1-128 characters of [a-zA-Z0-9:_-]"
-            )
-        if not isinstance(value, str):
-            raise InvalidRequestError(
-                f"{where} value of {key!r} must be a string, got {type(value).__name__}"
-            )
-        if not 1 <= len(value) <= MAX_STATUS_DETAILS_VALUE_CHARS:
-            raise InvalidRequestError(
-                f"{where} value of {key!r} must be 1-{MAX_STATUS_DETAILS_VALUE_CHARS} characters,"
-                f" got {len(value)}"
-            )
-        for ch in value:
-            if ch not in "\n\t" and (ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0):
-                raise InvalidRequestError(
-                    f"{where} value of {key!r} holds control character {ch!r}"
-                )
-        result[key] = value
-    return result
-
-
-def validate_step_timeout(minutes: object) -> int:
-    """1..10080 minutes, or -1 to discard the step timer; raise InvalidRequestError otherwise."""
-    if isinstance(minutes, bool) or not isinstance(minutes, int):
-        raise InvalidRequestError(f"stepTimeoutInMinutes must be an integer, got {minutes!r}")
-    if minutes != DISCARD_STEP_TIMER and not (
-        MIN_STEP_TIMEOUT_MINUTES <= minutes <= MAX_STEP_TIMEOUT_MINUTES
-    ):
-        raise InvalidRequestError(
-            f"stepTimeoutInMinutes must be {MIN_STEP_TIMEOUT_MINUTES}-{MAX_STEP_TIMEOUT_MINUTES}"
-            f" or -1, got {minutes}"
-        )
-    return minutes
 
 
 class LocalJobsService(JobsService):
@@ -265,26 +206,12 @@ class LocalJobsService(JobsService):
         in_progress_timeout_minutes: Optional[int] = None,
         retry_criteria: Sequence[RetryCriterion] = (),
     ) -> Job:
-        _check_job_id(job_id)
-        things = _check_targets(targets)
-        _check_document(document)
-        if description is not None and (
-            not isinstance(description, str) or len(description) > MAX_DESCRIPTION_CHARS
-        ):
-            raise InvalidRequestError(
-                f"description must be a string of at most {MAX_DESCRIPTION_CHARS} characters"
-            )
-        if in_progress_timeout_minutes is not None:
-            if isinstance(in_progress_timeout_minutes, bool) or not isinstance(
-                in_progress_timeout_minutes, int
-            ):
-                raise InvalidRequestError("inProgressTimeoutInMinutes must be an integer")
-            if not 1 <= in_progress_timeout_minutes <= MAX_IN_PROGRESS_TIMEOUT_MINUTES:
-                raise InvalidRequestError(
-                    f"inProgressTimeoutInMinutes must be 1-{MAX_IN_PROGRESS_TIMEOUT_MINUTES},"
-                    f" got {in_progress_timeout_minutes}"
-                )
-        criteria = _check_retry_criteria(retry_criteria)
+        validation.check_job_id(job_id)
+        things = validation.check_targets(targets)
+        validation.check_document(document)
+        validation.check_description(description)
+        validation.check_in_progress_timeout(in_progress_timeout_minutes)
+        criteria = validation.check_retry_criteria(retry_criteria)
         with self.operation():
             if self.store.get_job(job_id) is not None:
                 raise ResourceAlreadyExistsError(f"Job {job_id} already exists.")
@@ -781,175 +708,3 @@ def _check_version(execution: JobExecution, expected_version: Optional[int]) -> 
             ),
             execution,
         )
-
-
-def _check_job_id(job_id: object) -> None:
-    if not isinstance(job_id, str) or not JOB_ID_PATTERN.fullmatch(job_id):
-        raise InvalidRequestError(
-            f"invalid jobId {job_id!r}: expected 1-64 characters of [a-zA-Z0-9_-]"
-        )
-
-
-def _check_targets(targets: Sequence[str]) -> List[str]:
-    if isinstance(targets, str) or not targets:
-        raise InvalidRequestError("targets must name at least one thing")
-    things = []
-    for thing in targets:
-        if not isinstance(thing, str) or not THING_NAME_PATTERN.fullmatch(thing):
-            raise InvalidRequestError(
-                f"invalid thing name {thing!r} in targets: expected 1-128 characters of "
-                "[a-zA-Z0-9:_-]"
-            )
-        if thing not in things:
-            things.append(thing)
-    return things
-
-
-def _check_document(document: object) -> None:
-    if not isinstance(document, str):
-        raise InvalidRequestError("document must be JSON text")
-    if len(document) > MAX_JOB_DOCUMENT_CHARS:
-        raise InvalidRequestError(
-            f"document is {len(document)} characters; the limit is {MAX_JOB_DOCUMENT_CHARS}"
-        )
-    try:
-        parsed = json.loads(document)
-    except ValueError as error:
-        raise InvalidRequestError(f"document is not valid JSON: {error}") from None
-    if not isinstance(parsed, dict):
-        raise InvalidRequestError("document must be a JSON object")
-
-
-def _check_retry_criteria(criteria: Sequence[RetryCriterion]) -> Tuple[RetryCriterion, ...]:
-    criteria = tuple(criteria or ())
-    if len(criteria) > 2:
-        raise InvalidRequestError("jobExecutionsRetryConfig.criteriaList holds at most 2 items")
-    seen = set()
-    for criterion in criteria:
-        if not isinstance(criterion, RetryCriterion):
-            raise InvalidRequestError(f"invalid retry criterion {criterion!r}")
-        if criterion.failure_type in seen:
-            raise InvalidRequestError(
-                f"failureType {criterion.failure_type.value} appears twice in criteriaList"
-            )
-        seen.add(criterion.failure_type)
-        n = criterion.number_of_retries
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 10:
-            raise InvalidRequestError(f"numberOfRetries must be 0-10, got {n!r}")
-    if sum(c.number_of_retries for c in criteria) > MAX_RETRIES_PER_EXECUTION:
-        raise InvalidRequestError("at most 10 retries for both failure types combined")
-    return criteria
-
-
-# the service process
-
-
-def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m local_jobs.service", description="Run the local AWS IoT Jobs service."
-    )
-    parser.add_argument("--db", required=True, help="SQLite file of jobs and executions")
-    parser.add_argument("--mqtt-host", default="127.0.0.1")
-    parser.add_argument("--mqtt-port", type=int, required=True)
-    parser.add_argument("--certs", required=True, help="certificate folder")
-    parser.add_argument("--documents-dir", help="folder for relative CreateJob documentSource")
-    parser.add_argument("--control-host", default="127.0.0.1")
-    parser.add_argument("--control-port", type=int, default=0, help="0: no control plane")
-    parser.add_argument("--minute-seconds", type=float, default=60.0)
-    parser.add_argument("--requests-per-second", type=float, default=0.0,
-                        help="per-thing request limit before RequestThrottled (0: none)")
-    parser.add_argument("--ready-file", help="holds the count of successful subscriptions")
-    parser.add_argument("--log-file")
-    parser.add_argument("--log-level", default="INFO")
-    return parser.parse_args(argv)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the service until SIGTERM or SIGINT: data plane on MQTT, control plane on HTTP."""
-    from local_jobs.certificates import ensure_certificates
-    from local_jobs.data_plane import DataPlane
-
-    args = _parse_args(argv)
-    handler: logging.Handler = (
-        logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler()
-    )
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
-    )
-    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-
-    certs = ensure_certificates(args.certs)
-    store = Store(args.db)
-    service = LocalJobsService(store, minute_seconds=args.minute_seconds, things=certs.thing_names)
-    subscriptions = [0]
-
-    def on_subscribed() -> None:
-        subscriptions[0] += 1
-        if args.ready_file:
-            tmp = Path(args.ready_file + ".tmp")
-            tmp.write_text(f"{subscriptions[0]}\n")
-            os.replace(tmp, args.ready_file)
-
-    plane = DataPlane(
-        service,
-        host=args.mqtt_host,
-        port=args.mqtt_port,
-        ca=certs.ca.certificate,
-        certificate=certs.service.certificate,
-        private_key=certs.service.private_key,
-        requests_per_second=args.requests_per_second or None,
-        on_subscribed=on_subscribed,
-    )
-    control = None
-    try:
-        if args.control_port:
-            control = _start_control_plane(
-                service, args.control_host, args.control_port, args.documents_dir
-            )
-        plane.start()
-        log.info(
-            "local Jobs service running: MQTT %s:%s, control plane %s",
-            args.mqtt_host,
-            args.mqtt_port,
-            f"http://{args.control_host}:{args.control_port}" if control else "off",
-        )
-        while not stop.wait(0.1):
-            pass
-        log.info("stopping")
-    finally:
-        if control is not None:
-            control.shutdown()
-        plane.stop()
-        service.close()
-        store.close()
-    return 0
-
-
-def _start_control_plane(
-    service: LocalJobsService, host: str, port: int, documents_dir: Optional[str]
-):
-    try:
-        from local_jobs import control_plane
-    except ImportError as error:
-        if getattr(error, "name", None) != "local_jobs.control_plane":
-            raise
-        log.warning("local_jobs.control_plane is not available: no control plane")
-        return None
-    if documents_dir:
-        server = control_plane.serve(service, host, port, documents_dir=documents_dir)
-    else:
-        server = control_plane.serve(service, host, port)
-    log.info("control plane listening on %s", server.server_address)
-    return server
-
-
-if __name__ == "__main__":
-    # Run the imported module's main, not this __main__ copy: the data plane matches error
-    # classes of local_jobs.service, which would otherwise be a second, different module.
-    from local_jobs.service import main as _main
-
-    sys.exit(_main())

@@ -264,7 +264,7 @@ class LocalStack:
         command = [
             sys.executable,
             "-m",
-            "local_jobs.service",
+            "local_jobs.server",
             "--db", str(self.db_path),
             "--mqtt-host", self.mqtt_host,
             "--mqtt-port", str(self.mqtt_port),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -98,3 +99,16 @@ def test_missing_python_apt_is_explained_with_the_install_command(tmp_path):
     assert result.returncode == 2, result.stdout + result.stderr
     assert "python3-apt is not importable" in result.stderr
     assert "sudo apt-get install -y python3-apt" in result.stderr
+
+
+def test_help_lists_every_mode(checkout):
+    result = run_start_sh(checkout, ["--help"])
+    assert result.returncode == 0, result.stderr
+    for mode in ("--local", "--local --demo", "--check-config", "-c FILE", "--log-level"):
+        assert f"./start.sh {mode}" in result.stdout
+
+
+def test_the_readme_section_named_without_settings_exists(checkout):
+    result = run_start_sh(checkout)
+    section = re.search(r'README\.md, "([^"]+)"', result.stderr).group(1)
+    assert f"## {section}\n" in (checkout / "README.md").read_text()
