@@ -12,11 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_examples_iot_policy import RecordingMqttClient, policy_matches
 from test_settings import write_settings
 
 from agent import greengrass
 from agent.errors import SettingsError
 from agent.settings import load_settings
+from job_client import JobClient
 
 REPO = Path(__file__).resolve().parent.parent
 THING = "core-1"
@@ -219,3 +221,87 @@ def test_check_config_exits_2_for_a_colliding_client_id_and_says_what_to_set(
     assert "[connection] client_id: 'core-1'" in result.stderr
     assert "Greengrass Lite" in result.stderr
     assert "Set client_id = core-1-jobs-agent" in result.stderr
+
+
+# the IoT policy for an agent on a core device
+
+POLICY = REPO / "examples" / "iot-policy-greengrass-core.json"
+ARN_PREFIX = "arn:aws:iot:REGION:ACCOUNT:"
+# Every topic the nucleus (v2 and Lite) uses for its deployment jobs (docs/greengrass.md).
+DEPLOYMENT_TOPICS = [
+    f"$aws/things/{THING}/jobs/notify-namespace-aws-gg-deployment",
+    f"$aws/things/{THING}/jobs/notify-next-namespace-aws-gg-deployment",
+    f"$aws/things/{THING}/jobs/$next/namespace-aws-gg-deployment/get",
+    f"$aws/things/{THING}/jobs/$next/namespace-aws-gg-deployment/get/accepted",
+    f"$aws/things/{THING}/jobs/$next/namespace-aws-gg-deployment/get/rejected",
+    f"$aws/things/{THING}/jobs/deploy-1/namespace-aws-gg-deployment/update",
+    f"$aws/things/{THING}/jobs/deploy-1/namespace-aws-gg-deployment/update/accepted",
+    f"$aws/things/{THING}/jobs/deploy-1/namespace-aws-gg-deployment/update/rejected",
+]
+
+
+def allowed(action: str, kind: str, name: str) -> bool:
+    """Whether the example policy, for THING, lets ``action`` on ``kind``/``name`` through."""
+    verdicts = set()
+    for statement in json.loads(POLICY.read_text())["Statement"]:
+        actions = statement["Action"]
+        if action not in ([actions] if isinstance(actions, str) else actions):
+            continue
+        listed = statement["Resource"]
+        for resource in [listed] if isinstance(listed, str) else listed:
+            pattern = resource.replace("CORE_THING_NAME", THING)
+            assert pattern.startswith(ARN_PREFIX), resource
+            if policy_matches(pattern, f"{ARN_PREFIX}{kind}/{name}"):
+                verdicts.add(statement["Effect"])
+    return verdicts == {"Allow"}
+
+
+def mqtt_filter_matches(topic_filter: str, topic: str) -> bool:
+    filter_levels, topic_levels = topic_filter.split("/"), topic.split("/")
+    if filter_levels[-1] == "#":
+        return topic_levels[: len(filter_levels) - 1] == filter_levels[:-1]
+    return len(filter_levels) == len(topic_levels) and all(
+        f in ("+", t) for f, t in zip(filter_levels, topic_levels)
+    )
+
+
+@pytest.fixture(scope="module")
+def agent_session() -> RecordingMqttClient:
+    """One JobClient of the core's thing: start, first claim, stop, recorded."""
+    mqtt = RecordingMqttClient()
+    client = JobClient(mqtt, THING, request_timeout_seconds=0.5)
+    client.start()
+    try:
+        assert mqtt.published_event.wait(10), "the client published nothing"
+    finally:
+        client.stop()
+    return mqtt
+
+
+def test_the_core_policy_lets_the_agent_connect_only_with_its_own_client_id():
+    assert allowed("iot:Connect", "client", greengrass.default_client_id(THING))
+    for nucleus_id in (THING, f"{THING}#2", f"{THING}#endpoint-switch", "other-jobs-agent"):
+        assert not allowed("iot:Connect", "client", nucleus_id), nucleus_id
+
+
+def test_the_core_policy_grants_every_subscription_and_publish_the_agent_makes(agent_session):
+    for topic_filter in agent_session.subscribed:
+        assert allowed("iot:Subscribe", "topicfilter", topic_filter), topic_filter
+        assert allowed("iot:Receive", "topic", topic_filter.replace("+", "job-1")), topic_filter
+    for topic, _ in agent_session.published:
+        assert allowed("iot:Publish", "topic", topic), topic
+    assert allowed("iot:Publish", "topic", f"$aws/things/{THING}/jobs/job-1/update")
+
+
+def test_the_agent_never_subscribes_to_a_greengrass_deployment_topic(agent_session):
+    for topic_filter in agent_session.subscribed:
+        for topic in DEPLOYMENT_TOPICS:
+            assert not mqtt_filter_matches(topic_filter, topic), (topic_filter, topic)
+    assert not any("namespace-" in topic for topic, _ in agent_session.published)
+
+
+@pytest.mark.parametrize("topic", DEPLOYMENT_TOPICS)
+def test_the_core_policy_denies_the_agent_every_greengrass_deployment_topic(topic):
+    assert not allowed("iot:Publish", "topic", topic)
+    assert not allowed("iot:Receive", "topic", topic)
+    assert not allowed("iot:Subscribe", "topicfilter", topic)
