@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """AWS IoT Jobs device agent: load the settings, wire the handlers, run until SIGTERM/SIGINT.
 
-    ./jobs_agent.py [-c settings.conf] [--check-config] [--log-level LEVEL]
+    ./jobs_agent.py [-c settings.conf] [--check-config] [--log-level LEVEL] [--version]
 
 Exit status: 0 after a clean stop (or valid settings with --check-config), 2 for a settings or
 start-up error, 1 when the agent stopped by itself (an internal error; systemd restarts it).
@@ -27,7 +27,9 @@ from agent.errors import SettingsError
 from agent.journal import Journal
 from agent.managed import managed_handlers
 from agent.settings import LOG_LEVELS, Settings, load_settings
+from agent.signing import DocumentGate, document_gate_from_settings
 from agent.tls import certificate_problem
+from agent.version import __version__
 from job_client import JobClient
 
 log = logging.getLogger("jobs_agent")
@@ -68,6 +70,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         choices=LOG_LEVELS,
         help="overrides [agent] log_level",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser.parse_args(argv)
 
 
@@ -192,11 +195,13 @@ def run_agent(
     handlers: Sequence[HandlerSpec],
     mqtt_client: Any = None,
     signals: Optional[ShutdownSignals] = None,
+    document_gate: Optional[DocumentGate] = None,
 ) -> int:
     """Run the job client with ``handlers`` until SIGTERM/SIGINT; return the exit status.
 
     ``mqtt_client`` defaults to one made from ``settings.connection``; ``signals`` to freshly
-    installed SIGTERM/SIGINT handlers (main thread only).
+    installed SIGTERM/SIGINT handlers (main thread only); ``document_gate`` (signatures, from
+    ``[security]``) checks each document before any handler.
     """
     agent = settings.agent
     try:
@@ -235,6 +240,7 @@ def run_agent(
         shutdown_grace_seconds=agent.shutdown_grace_seconds,
         on_ready=on_ready,
         explain_connection_failure=lambda: certificate_problem(certificate),
+        document_gate=document_gate,
     )
     for filter_, value, handler in handlers:
         client.add_handler(filter_, value, handler)
@@ -308,6 +314,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         settings = load_settings(path)
         handlers = default_handlers(settings)
+        document_gate = document_gate_from_settings(settings)
     except SettingsError as error:
         log.error("bad settings:\n%s", error)
         if not path.exists():
@@ -321,7 +328,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{path}: settings are valid")  # the answer a user asked for, on stdout
         return 0
     configure_logging(args.log_level or settings.agent.log_level)
-    return run_agent(settings, handlers)
+    return run_agent(settings, handlers, document_gate=document_gate)
 
 
 if __name__ == "__main__":

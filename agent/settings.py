@@ -67,13 +67,24 @@ class AgentSettings:
 
 
 @dataclass(frozen=True)
+class SecuritySettings:
+    """``[security]``: whether job documents must be signed, and by which keys (the keys
+    themselves are read by agent/signing.py)."""
+
+    require_signed_documents: bool = False
+    trusted_keys: Optional[Path] = None
+
+
+@dataclass(frozen=True)
 class Settings:
-    """The whole settings file: checked ``[connection]`` and ``[agent]``, raw other sections."""
+    """The whole settings file: checked ``[connection]``, ``[agent]`` and ``[security]``, raw
+    other sections."""
 
     path: Path
     connection: ConnectionSettings
     agent: AgentSettings
     sections: configparser.ConfigParser = field(repr=False, compare=False)
+    security: SecuritySettings = SecuritySettings()
 
     def section(self, name: str) -> configparser.SectionProxy:
         """The raw section ``name``; an empty one when the file has no such section."""
@@ -336,6 +347,8 @@ _AGENT_KEYS = frozenset(
     )
 )
 
+_SECURITY_KEYS = frozenset(("require_signed_documents", "trusted_keys"))
+
 
 def _unknown_keys(
     parser: configparser.ConfigParser, name: str, known: frozenset, path: Path
@@ -510,6 +523,20 @@ def _load_agent(parser: configparser.ConfigParser, path: Path, problems: List[st
     return AgentSettings(**values)
 
 
+def _load_security(parser: configparser.ConfigParser, path: Path, problems: List[str]):
+    section = _section(parser, "security")
+    d = SecuritySettings()
+    required = _collect(
+        problems,
+        lambda: get_bool(section, "require_signed_documents", d.require_signed_documents,
+                         path=path),
+    )
+    trusted_keys = _collect(problems, lambda: get_path(section, "trusted_keys", None, path=path))
+    if required is None or (trusted_keys is None and section.get("trusted_keys", "").strip()):
+        return None
+    return SecuritySettings(required, trusted_keys)
+
+
 def load_settings(path: Path) -> Settings:
     """Read and check the settings file at ``path``.
 
@@ -525,10 +552,15 @@ def load_settings(path: Path) -> Settings:
     problems.extend(_unknown_keys(parser, "connection", _CONNECTION_KEYS, path))
     if parser.has_section("agent"):
         problems.extend(_unknown_keys(parser, "agent", _AGENT_KEYS, path))
+    if parser.has_section("security"):
+        problems.extend(_unknown_keys(parser, "security", _SECURITY_KEYS, path))
     connection = _load_connection(parser, path, problems)
     agent = _load_agent(parser, path, problems)
-    if problems or connection is None or agent is None:
+    security = _load_security(parser, path, problems)
+    if problems or connection is None or agent is None or security is None:
         raise SettingsError("\n".join(problems))
     log = logging.getLogger(__name__)
     log.debug("settings loaded from %s", path)
-    return Settings(path=path, connection=connection, agent=agent, sections=parser)
+    return Settings(
+        path=path, connection=connection, agent=agent, sections=parser, security=security
+    )

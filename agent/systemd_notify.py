@@ -1,17 +1,21 @@
 """Tell systemd about the agent's state (sd_notify): readiness, watchdog pings, status, stopping.
 
-The protocol itself is spoken by the ``sdnotify`` library. Everything here is a no-op when the
-agent is not started by systemd with ``Type=notify`` (no ``NOTIFY_SOCKET``), so the agent runs
-the same from a shell, from ``start.sh`` and under systemd.
+The protocol is one datagram per message to the AF_UNIX socket systemd names in
+``NOTIFY_SOCKET`` (a path, or an abstract socket when it starts with ``@``), written here with
+the standard library. Neither the unmaintained ``sdnotify`` nor python3-systemd is used:
+python3-systemd's ``daemon.notify`` reads ``NOTIFY_SOCKET`` from the environment at every call,
+and the agent takes it out of the environment at start so that its children (dpkg, maintainer
+scripts) do not inherit it. Everything here is a no-op when the agent is not started by systemd
+with ``Type=notify`` (no ``NOTIFY_SOCKET``), so the agent runs the same from a shell, from
+``start.sh`` and under systemd.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 from typing import Optional
-
-import sdnotify
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +36,13 @@ class SystemdNotifier:
         values = {name: os.environ.get(name) for name in _NOTIFY_VARIABLES}
         self._socket_path = values["NOTIFY_SOCKET"] or None
         self._watchdog_interval = _parse_watchdog(values["WATCHDOG_USEC"], values["WATCHDOG_PID"])
-        self._notifier: Optional[sdnotify.SystemdNotifier] = None
+        self._notifier: Optional[_NotifySocket] = None
         self._failures = 0
         self._ready_sent = False
         if self._socket_path is not None:
             try:
-                # Reads NOTIFY_SOCKET itself; debug=True makes it raise instead of staying
-                # silent, so an unreachable socket is logged.
-                self._notifier = sdnotify.SystemdNotifier(debug=True)
-            except OSError as error:
+                self._notifier = _NotifySocket(self._socket_path)
+            except (OSError, ValueError) as error:
                 log.warning("systemd notify socket %s unusable: %s", self._socket_path, error)
         if unset_environment:
             for name in _NOTIFY_VARIABLES:
@@ -98,6 +100,32 @@ class SystemdNotifier:
             # Once at warning level, then quietly: a gone socket would otherwise flood the log.
             level = logging.WARNING if self._failures == 1 else logging.DEBUG
             log.log(level, "systemd notify %r failed: %s", lines[0], error)
+
+
+class _NotifySocket:
+    """An AF_UNIX datagram socket connected to systemd's notify socket ``path``.
+
+    Connecting at once, as sd_notify callers find out at start, makes a socket that is not
+    there an error when the agent starts. Raises OSError or ValueError (a malformed path).
+    """
+
+    def __init__(self, path: str) -> None:
+        if path.startswith("@"):
+            address = "\0" + path[1:]  # abstract namespace
+        elif path.startswith("/"):
+            address = path
+        else:
+            raise ValueError(f"NOTIFY_SOCKET={path!r} is neither a path nor @abstract")
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            self._socket.connect(address)
+        except OSError:
+            self._socket.close()
+            raise
+
+    def notify(self, message: str) -> None:
+        """Send ``message`` as one datagram; raises OSError when it cannot be delivered."""
+        self._socket.send(message.encode("utf-8"))
 
 
 def _parse_watchdog(usec: Optional[str], pid: Optional[str]) -> Optional[float]:

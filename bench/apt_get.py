@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 
 class AptGetError(RuntimeError):
     """apt-get exited non-zero; the message holds the command's last output lines."""
 
 
-def apt_get_command(root: os.PathLike, *args: str) -> List[str]:
-    """``apt-get`` arguments operating on ``root`` instead of the host."""
+def apt_get_command(root: os.PathLike, *args: str, tool: str = "apt-get") -> List[str]:
+    """``apt-get`` (or another apt ``tool``) arguments operating on ``root``, not the host."""
     root = Path(root).resolve()
     configs: List[Path] = []
     if (root / "etc/apt/apt.conf").is_file():
@@ -29,7 +30,7 @@ def apt_get_command(root: os.PathLike, *args: str) -> List[str]:
     parts = root / "etc/apt/apt.conf.d"
     if parts.is_dir():
         configs.extend(sorted(path for path in parts.iterdir() if path.is_file()))
-    command = ["apt-get", "-q"]
+    command = [tool, "-q"]
     for config in configs:
         command += ["-c", str(config)]
     command += [
@@ -40,15 +41,24 @@ def apt_get_command(root: os.PathLike, *args: str) -> List[str]:
     return command + list(args)
 
 
-def run_apt_get(root: os.PathLike, *args: str) -> float:
-    """Run apt-get on ``root``; returns its wall time in seconds; AptGetError if it fails."""
-    command = apt_get_command(root, *args)
+def run_apt_get_measured(root: os.PathLike, *args: str, tool: str = "apt-get"
+                         ) -> Tuple[float, float]:
+    """Run ``tool`` on ``root``: (wall seconds, peak RSS MiB from wait4's ru_maxrss).
+
+    ru_maxrss is the same figure ``/usr/bin/time -v`` prints. AptGetError if it fails.
+    """
+    command = apt_get_command(root, *args, tool=tool)
     environment = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    started = time.perf_counter()
-    result = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=environment, check=False)
-    elapsed = time.perf_counter() - started
-    if result.returncode != 0:
-        tail = result.stdout.decode(errors="replace").strip().splitlines()[-5:]
-        raise AptGetError(f"{' '.join(command)} exited {result.returncode}: {' | '.join(tail)}")
-    return elapsed
+    with tempfile.TemporaryFile() as output:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output,
+                                   stderr=subprocess.STDOUT, env=environment)
+        _pid, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            output.seek(0)
+            tail = output.read().decode(errors="replace").strip().splitlines()[-5:]
+            raise AptGetError(
+                f"{' '.join(command)} exited {process.returncode}: {' | '.join(tail)}")
+    return elapsed, usage.ru_maxrss / 1024

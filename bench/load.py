@@ -114,11 +114,12 @@ def service_statuses(iot: Any, keys: Sequence[Tuple[str, str]]) -> Dict[Tuple[st
 
 
 def run_noop_job(iot: Any, observer: JobsObserver, arn: str, thing: str, job_id: str,
-                 timeout: float = 60.0) -> Tuple[float, float]:
-    """Create one NOOP job for ``thing`` and wait for it; (created, finished) perf_counter
-    times. RuntimeError when it ends other than SUCCEEDED, TimeoutError when it does not end."""
+                 timeout: float = 60.0, document: str = NOOP_DOCUMENT) -> Tuple[float, float]:
+    """Create one NOOP job for ``thing`` (``document``: a NOOP one, signed or not) and wait for
+    it; (created, finished) perf_counter times. RuntimeError when it ends other than SUCCEEDED,
+    TimeoutError when it does not end."""
     created = time.perf_counter()
-    iot.create_job(jobId=job_id, targets=[arn], document=NOOP_DOCUMENT)
+    iot.create_job(jobId=job_id, targets=[arn], document=document)
     observer.wait_for(lambda: observer.final_status(thing, job_id) is not None, timeout,
                       f"final status of {job_id}")
     status = observer.final_status(thing, job_id)

@@ -12,6 +12,7 @@ from bench.context import BenchContext
 from bench.heavy import many_agents_rows, soak_rows
 from bench.report import Row
 from bench.service_bench import latency_rows, throughput_rows
+from bench.signing_bench import signing_rows
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ MEASUREMENTS: List[Measurement] = [
     Measurement("drain", "one agent draining 500 queued no-op jobs", drain_rows),
     Measurement("apt", "APT_UPDATE vs apt-get install -y; agent RSS around an APT job",
                 apt_rows),
+    Measurement("signing", "signed documents: idle and no-op job turnaround, signing on vs off",
+                signing_rows),
     Measurement("service_latency", "local Jobs service get request->accepted latency",
                 latency_rows),
     Measurement("service_throughput", "local Jobs service executions/s for 100 things",

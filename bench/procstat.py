@@ -95,6 +95,29 @@ def children(pid: int) -> List[int]:
     return found
 
 
+def peak_rss_mib(pid: int) -> float:
+    """Highest resident memory the process has had so far (VmHWM), in MiB."""
+    for line in _read(f"/proc/{pid}/status").splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise ProcessLookupError(pid)
+
+
+def tree_peak_rss_mib(pid: int) -> float:
+    """The process's resident memory now plus each descendant's own peak (VmHWM), in MiB.
+
+    Sampled every few milliseconds during a job, the highest value is the agent plus its
+    worker at the worker's peak, which a sum of current figures can miss between samples.
+    """
+    total = rss_mib(pid)
+    for child in children(pid):
+        try:
+            total += peak_rss_mib(child)
+        except ProcessLookupError:
+            continue
+    return total
+
+
 def tree_rss_mib(pid: int) -> float:
     """Resident memory of the process and all its descendants, in MiB."""
     total = rss_mib(pid)
@@ -161,7 +184,7 @@ class RssSampler:
         while not self._stop.is_set():
             try:
                 self.samples.append(rss_mib(self.pid))
-                self.peak_tree_mib = max(self.peak_tree_mib, tree_rss_mib(self.pid))
+                self.peak_tree_mib = max(self.peak_tree_mib, tree_peak_rss_mib(self.pid))
             except ProcessLookupError:
                 return
             self._stop.wait(self.interval)

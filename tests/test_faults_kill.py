@@ -18,7 +18,7 @@ import pytest
 from agent_core_fixtures import create_job, execution, set_agent_options, wait_for, wait_status
 from resilience_fixtures import through_proxy, wait_all_terminal
 
-from agent.journal import state_from_json
+from agent.journal import Journal
 
 pytest_plugins = ("resilience_fixtures",)
 pytestmark = pytest.mark.timeout(90)
@@ -38,8 +38,7 @@ def settings_path(stack, proxy) -> Path:
 
 def journal_phase(settings_path: Path) -> Optional[str]:
     """The phase of the job in hand in the agent's journal (None: no job in hand)."""
-    journal = settings_path.parent / "state" / "journal.json"
-    state = state_from_json(journal.read_text())
+    state = Journal(settings_path.parent / "state").peek()
     return state.current.phase.value if state.current is not None else None
 
 

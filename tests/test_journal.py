@@ -3,6 +3,7 @@
 import logging
 import os
 import stat
+import zlib
 
 import pytest
 
@@ -12,6 +13,7 @@ from agent.journal import (
     Journal,
     JournalState,
     Phase,
+    _apply_log_line,
     state_from_json,
     state_to_json,
 )
@@ -143,3 +145,110 @@ def test_finished_list_is_bounded_and_keeps_the_newest():
 def test_finishing_twice_keeps_one_entry():
     state = JournalState().finish("a", 1).finish("b", 1).finish("a", 1)
     assert state.finished == (("b", 1), ("a", 1))
+
+
+# The log: each save after the first is one appended line, made durable with one fdatasync.
+
+DONE_1 = JournalState(finished=(("job-1", 3),))
+
+
+def _saves(journal, states):
+    for state in states:
+        journal.save(state)
+
+
+def test_every_save_after_the_first_appends_one_line_to_the_log(journal):
+    journal.load()
+    _saves(journal, [JournalState(current=RUNNING), JournalState(current=FINAL), DONE_1])
+    assert journal.log_path.read_bytes().count(b"\n") == 2
+    assert Journal(journal.directory).load() == DONE_1
+
+
+def test_a_long_history_loads_back_the_last_state(journal):
+    journal.load()
+    state = JournalState()
+    for number in range(MAX_FINISHED + 30):
+        state = state.with_current(JobRecord("job", number, 1, Phase.RUNNING, attempt=1))
+        journal.save(state)
+        state = state.finish("job", number)
+        journal.save(state)
+    again = Journal(journal.directory)
+    assert again.load() == state
+    assert again.trusted
+
+
+def test_the_log_starts_anew_after_max_records(journal, monkeypatch):
+    monkeypatch.setattr("agent.journal.MAX_LOG_RECORDS", 3)
+    journal.load()
+    states = [JournalState(current=JobRecord("j", n, 1, Phase.RUNNING, 1)) for n in range(6)]
+    _saves(journal, states)
+    # snapshot, 3 lines, snapshot, 1 line
+    assert journal.log_path.read_bytes().count(b"\n") == 1
+    assert Journal(journal.directory).load() == states[-1]
+
+
+def test_a_log_line_cut_at_any_byte_leaves_the_state_before_it(journal):
+    journal.load()
+    _saves(journal, [JournalState(current=RUNNING), JournalState(current=FINAL)])
+    whole = journal.log_path.read_bytes()
+    journal.save(DONE_1)
+    last_line = journal.log_path.read_bytes()[len(whole):]
+    for cut in range(len(last_line)):
+        journal.log_path.write_bytes(whole + last_line[:cut])
+        again = Journal(journal.directory)
+        assert again.load() == JournalState(current=FINAL), cut
+        assert again.trusted
+
+
+@pytest.mark.parametrize("tail", [b"\0" * 40, b"\xff\x13garbage\r\nmore garbage"])
+def test_a_log_tail_that_never_reached_the_disk_is_ignored(journal, tail):
+    journal.load()
+    _saves(journal, [JournalState(current=RUNNING), JournalState(current=FINAL)])
+    with open(journal.log_path, "ab") as stream:
+        stream.write(tail)
+    assert Journal(journal.directory).load() == JournalState(current=FINAL)
+
+
+def test_a_damaged_log_line_with_valid_lines_after_it_is_not_believed(journal, caplog):
+    journal.load()
+    _saves(journal, [JournalState(current=RUNNING), JournalState(current=FINAL), DONE_1])
+    lines = journal.log_path.read_bytes().splitlines(keepends=True)
+    damaged = lines[0].replace(b"FINAL", b"FINAK")
+    assert damaged != lines[0]
+    journal.log_path.write_bytes(damaged + b"".join(lines[1:]))
+    again = Journal(journal.directory)
+    with caplog.at_level(logging.ERROR, logger="agent.journal"):
+        assert again.load() == JournalState()
+    assert not again.trusted
+    assert "checksum mismatch" in caplog.text
+    assert again.unreadable_path.exists() and again.unreadable_log_path.exists()
+
+
+def test_a_log_left_from_before_the_last_snapshot_is_skipped(journal):
+    journal.load()
+    _saves(journal, [JournalState(current=RUNNING), JournalState(current=FINAL)])
+    stale_log = journal.log_path.read_bytes()
+    restarted = Journal(journal.directory)
+    restarted.load()
+    restarted.save(DONE_1)  # a new snapshot; its log is gone
+    # A power cut lost the old log's removal: its lines are of the older generation.
+    journal.log_path.write_bytes(stale_log)
+    assert Journal(journal.directory).load() == DONE_1
+
+
+def test_peek_reads_the_state_without_touching_the_files(journal):
+    journal.load()
+    _saves(journal, [JournalState(current=RUNNING), JournalState(current=FINAL)])
+    journal.directory.joinpath("journal.json.tmp").write_text("left over")
+    names = sorted(p.name for p in journal.directory.iterdir())
+    assert Journal(journal.directory).peek() == JournalState(current=FINAL)
+    assert sorted(p.name for p in journal.directory.iterdir()) == names
+
+
+def test_log_records_are_checked_like_snapshots():
+    with pytest.raises(ValueError):
+        _apply_log_line(b'00000000 {"g":1}\n', 1, JournalState())
+    text = b'{"current":{"jobId":5},"g":1}'
+    line = b"%08x %s\n" % (zlib.crc32(text), text)
+    with pytest.raises(ValueError, match="jobId: expected str"):
+        _apply_log_line(line, 1, JournalState())
