@@ -5,12 +5,14 @@
 #   tests/release/run.sh                      # Debian 11, 12 and 13, one after the other
 #   tests/release/run.sh bullseye trixie      # some of them
 #
-# For each release: a cached debootstrap root (tests/release/debian-root.sh: built once, the
-# test command's Debian packages installed), this checkout's files copied into it (tracked and
-# untracked, not ignored), then in `systemd-nspawn --pipe` (no boot; --register=no --keep-unit;
-# the host's network namespace, the tests use loopback only): the virtual environment
-# (scripts/setup.sh's ensure_venv, kept in the root and reinstalled only when a requirement
-# file changes), the pytest subset below, and `./start.sh --local --demo`.
+# For each release: a root extracted once from scripts/debian-root.sh's cached debootstrap
+# (the test command's Debian packages installed) and kept in $RELEASE_ROOTS_DIR (default
+# /var/cache/iot-jobs-agent-tests/release-roots; made again when that cache changes), this
+# checkout's files copied into it (tracked and untracked, not ignored), then in
+# `systemd-nspawn --pipe` (no boot; --register=no --keep-unit; the host's network namespace,
+# the tests use loopback only): the virtual environment (scripts/setup.sh's ensure_venv, kept
+# in the root and reinstalled only when a requirement file changes), the pytest subset below,
+# and `./start.sh --local --demo`.
 # Needs root, systemd-nspawn and debootstrap; without them it says why and skips (exit 0).
 # Exit status: 0 passed or skipped, 1 a release failed.
 set -uo pipefail
@@ -31,6 +33,9 @@ SUBSET=(
     tests/release/test_document_answers.py
     tests/test_agent_tls.py tests/test_local_jobs_broker.py
 )
+# run-tests.sh's TEST_DEBIAN_PACKAGES, and git.
+PACKAGES=mosquitto,python3-apt,python3-venv,python3-cryptography,dpkg-dev,openssl,ca-certificates,systemd,libfaketime,git
+ROOTS=${RELEASE_ROOTS_DIR:-/var/cache/iot-jobs-agent-tests/release-roots}
 RELEASES=("$@")
 [ "${#RELEASES[@]}" -gt 0 ] || RELEASES=(bullseye bookworm trixie)
 IN_ROOT=/srv/iot-jobs-agent
@@ -62,6 +67,41 @@ copy_checkout() {
     checkout_files | tar --null -T - --ignore-failed-read -cf - 2>/dev/null | tar -C "$dest" -xf -
 }
 
+# The persistent root of RELEASE (its path on stdout), extracted again when the cached
+# debootstrap it came from is new (a changed package list or build recipe, or a rebuild).
+prepare_root() {
+    local release=$1 root=$ROOTS/$1 tarball key
+    tarball=$(scripts/debian-root.sh --cache-path --include "$PACKAGES" "$release") || return 1
+    mkdir -p "$ROOTS"
+    exec 7>"$ROOTS/.$release.lock"
+    flock 7
+    key="$tarball $(stat -c %Y "$tarball" 2>/dev/null)"
+    if [ ! -f "$root/.release-tier-key" ] || [ "$(cat "$root/.release-tier-key")" != "$key" ]; then
+        rm -rf "$root"
+        scripts/debian-root.sh --include "$PACKAGES" "$release" "$root" >/dev/null || return 1
+        # No package may start a service: the root shares the host's network namespace.
+        printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
+        chmod 0755 "$root/usr/sbin/policy-rc.d"
+        # The host's pip configuration and extra CA certificates (a proxy or a local index).
+        local path
+        for path in /etc/pip.conf /etc/xdg/pip; do
+            if [ -e "$path" ]; then
+                mkdir -p "$root$(dirname "$path")"
+                cp -a "$path" "$root$path"
+            fi
+        done
+        if compgen -G '/usr/local/share/ca-certificates/*' >/dev/null; then
+            cp -a /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
+            mkdir -p "$root$IN_ROOT"
+            in_root "$root" update-ca-certificates >/dev/null || return 1
+        fi
+        key="$tarball $(stat -c %Y "$tarball")"
+        echo "$key" >"$root/.release-tier-key"
+    fi
+    exec 7>&-
+    echo "$root"
+}
+
 in_root() {
     local root=$1
     shift
@@ -73,7 +113,7 @@ failed=()
 for release in "${RELEASES[@]}"; do
     start=$SECONDS
     echo "=== release tier: $release"
-    if ! root=$(tests/release/debian-root.sh "$release"); then
+    if ! root=$(prepare_root "$release"); then
         echo "=== release tier: $release: FAILED (no root)"
         failed+=("$release")
         continue
