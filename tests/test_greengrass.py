@@ -77,6 +77,17 @@ def credentials(tmp_path):
     return folder
 
 
+def check_config(path: Path) -> subprocess.CompletedProcess:
+    """``jobs_agent.py --check-config`` on the settings file at ``path``, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "jobs_agent.py"), "--check-config", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
 # finding the installation
 
 
@@ -210,13 +221,7 @@ def test_check_config_exits_2_for_a_colliding_client_id_and_says_what_to_set(
 ):
     write(system_root / "etc/greengrass/config.yaml", LITE_CONFIG)
     path = write_settings(credentials, {"thing_name": THING, "client_id": THING})
-    result = subprocess.run(
-        [sys.executable, str(REPO / "jobs_agent.py"), "--check-config", "-c", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    result = check_config(path)
     assert result.returncode == 2
     assert "[connection] client_id: 'core-1'" in result.stderr
     assert "Greengrass Lite" in result.stderr

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_greengrass import check_config
 
 from agent.settings import load_settings
 
@@ -165,14 +166,7 @@ def test_written_settings_load_with_the_agents_own_client_id(tmp_path, environ):
 def test_a_configured_client_id_the_nucleus_uses_fails_the_settings(tmp_path, environ):
     path = tmp_path / "settings.conf"
     configure.write_settings(path, dict(environ, AGENT_CLIENT_ID="core-1#2"))
-    result = subprocess.run(
-        [sys.executable, str(REPO / "jobs_agent.py"), "--check-config", "-c", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-        env=dict(os.environ, IOT_JOBS_AGENT_SYSTEM_ROOT=str(tmp_path)),
-    )
+    result = check_config(path)
     assert result.returncode == 2
     assert "[connection] client_id: 'core-1#2'" in result.stderr
 
