@@ -21,16 +21,19 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$here" || exit 1
 
 # The subset, by what it covers (each file runs on every release):
-#   python-apt and dpkg: the APT handler, its worker, removals, documents, end to end, faults
+#   python-apt and dpkg: the APT handler, its worker, removals, documents, end to end, faults,
+#     the managed templates' package installs and removals
 #   JSON from the network: service messages, hostile documents and protocol, managed
-#     documents, statusDetails, and the recorded answers to hostile documents
-#   TLS and certificates: the agent's TLS, the local broker's certificates and mutual TLS
+#     documents, statusDetails, signed documents, the recorded answers to hostile documents
+#   TLS and certificates: the agent's TLS, the local broker's certificates and mutual TLS,
+#     signature checks (python3-cryptography)
 SUBSET=(
     tests/test_apt_handler.py tests/test_apt_remove.py tests/test_apt_document.py
     tests/test_apt_e2e.py tests/test_agent_apt_e2e.py tests/test_faults_apt.py
+    tests/test_managed_packages.py
     tests/test_agent_messages.py tests/test_hostile_documents.py tests/test_hostile_protocol.py
     tests/test_hostile_e2e.py tests/test_managed_document.py tests/test_status_details.py
-    tests/release/test_document_answers.py
+    tests/test_signing.py tests/release/test_document_answers.py
     tests/test_agent_tls.py tests/test_local_jobs_broker.py
 )
 # run-tests.sh's TEST_DEBIAN_PACKAGES, and git.
