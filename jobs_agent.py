@@ -2,9 +2,12 @@
 """AWS IoT Jobs device agent: load the settings, wire the handlers, run until SIGTERM/SIGINT.
 
     ./jobs_agent.py [-c settings.conf] [--check-config] [--log-level LEVEL] [--version]
+    ./jobs_agent.py status [-c settings.conf] [--json]
 
 Exit status: 0 after a clean stop (or valid settings with --check-config), 2 for a settings or
 start-up error, 1 when the agent stopped by itself (an internal error; systemd restarts it).
+``status`` says what the agent is doing, from its state directory (running or not); 2 when
+that directory is missing or unreadable.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import errno
 import fcntl
+import json
 import logging
 import os
 import select
@@ -21,13 +25,21 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable, List, Optional, Sequence, Tuple
 
+from agent.activity import StatusReporter
 from agent.apt.handler import AptUpdateHandler
 from agent.apt.settings import load_apt_settings
 from agent.errors import SettingsError
 from agent.journal import Journal
 from agent.managed import managed_handlers
-from agent.settings import LOG_LEVELS, Settings, load_settings
+from agent.settings import (
+    LOG_LEVELS,
+    Settings,
+    connection_problems,
+    load_settings,
+    load_state_dir,
+)
 from agent.signing import DocumentGate, document_gate_from_settings
+from agent.status import format_status, read_status
 from agent.tls import certificate_problem
 from agent.version import __version__
 from job_client import JobClient
@@ -51,6 +63,17 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="jobs_agent.py",
         description="AWS IoT Jobs device agent (APT_UPDATE jobs, AWS managed job templates).",
+    )
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=("run", "status"),
+        default="run",
+        help="run (the default): run the agent; status: what the agent is doing and its last "
+        "jobs, read from its state directory (works with the agent stopped too)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="status: print one JSON object instead of text"
     )
     parser.add_argument(
         "-c",
@@ -180,6 +203,21 @@ def _lock_state_dir(settings: Settings) -> IO[bytes]:
     return lock
 
 
+def explain_connection_failure(settings: Settings) -> Optional[str]:
+    """Why connecting cannot work, naming the file, section and key at fault; None when the
+    settings look right (the cause is then elsewhere: network, policy, endpoint).
+
+    Read afresh at every call: the files may have been replaced while the agent retries.
+    """
+    problems = connection_problems(settings)
+    if problems:
+        return problems[0]
+    expired = certificate_problem(settings.connection.certificate)
+    if expired:
+        return f"{settings.path}: [connection] certificate: {expired}"
+    return None
+
+
 def _make_notifier() -> Any:
     """The systemd notifier, or None when the module is not available."""
     try:
@@ -215,9 +253,13 @@ def run_agent(
 
         mqtt_client = make_mqtt_client(settings.connection)
 
+    activity = StatusReporter(agent.state_dir, notifier)
+    activity.connecting()
+
     def on_ready() -> None:
+        activity.connected()
         if notifier is not None:
-            notifier.ready("listening for jobs")
+            notifier.ready(activity.snapshot()["line"])
 
     certificate = settings.connection.certificate
     problem = certificate_problem(certificate)
@@ -239,8 +281,9 @@ def run_agent(
         progress_interval_seconds=agent.progress_interval_seconds,
         shutdown_grace_seconds=agent.shutdown_grace_seconds,
         on_ready=on_ready,
-        explain_connection_failure=lambda: certificate_problem(certificate),
+        explain_connection_failure=lambda: explain_connection_failure(settings),
         document_gate=document_gate,
+        activity=activity,
     )
     for filter_, value, handler in handlers:
         client.add_handler(filter_, value, handler)
@@ -266,9 +309,15 @@ def run_agent(
             settings.connection.port,
         )
         return _wait_for_shutdown(
-            client, signals, notifier, agent.watchdog_offline_seconds, agent.shutdown_grace_seconds
+            client,
+            signals,
+            notifier,
+            activity,
+            agent.watchdog_offline_seconds,
+            agent.shutdown_grace_seconds,
         )
     finally:
+        activity.stopped()
         if own_signals:
             signals.restore()
         lock.close()
@@ -278,6 +327,7 @@ def _wait_for_shutdown(
     client: JobClient,
     signals: ShutdownSignals,
     notifier: Any,
+    activity: StatusReporter,
     offline_limit: float,
     grace_seconds: float,
 ) -> int:
@@ -287,11 +337,13 @@ def _wait_for_shutdown(
         if not client.is_alive():
             log.error("the job client stopped unexpectedly; exiting")
             return 1
+        activity.observe(client.is_connected() if client.ready.is_set() else None)
         if watchdog and client.offline_seconds() < offline_limit:
             notifier.watchdog()  # fed only while connected or not offline for too long
     log.info("signal %s received: shutting down", signals.received)
+    activity.stopping()
     if notifier is not None:
-        notifier.stopping("finishing the running job")
+        notifier.stopping(activity.snapshot()["line"])
     client.stop(wait=False)
     # The running job may take the whole grace period: keep the watchdog fed meanwhile, but
     # not forever (the final status gets one request timeout, the disconnect its own).
@@ -306,9 +358,27 @@ def _wait_for_shutdown(
     return 0
 
 
+def show_status(path: Path, as_json: bool) -> int:
+    """Print what the agent with the settings file ``path`` is doing; 0, or 2 when its state
+    directory cannot be read (the message names the setting)."""
+    try:
+        state_dir = load_state_dir(path)
+        report = read_status(state_dir, where=f"{path}: [agent] state_dir")
+    except SettingsError as error:
+        print(f"jobs_agent.py status: {error}", file=sys.stderr)
+        return 2
+    if as_json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        print(format_status(report))
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the agent; see the module docstring for the exit status."""
     args = parse_args(argv)
+    if args.command == "status":
+        return show_status(args.config, args.json)
     configure_logging(args.log_level or "INFO")
     path = args.config
     try:
@@ -320,11 +390,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not path.exists():
             log.error("%s", _missing_settings_hint(path))
         return 2
+    # What the TLS stack and AWS IoT would refuse, named before they do. A certificate not
+    # valid now is fatal only here: at start-up the clock may yet be set by NTP.
+    problems = connection_problems(settings)
+    expired = certificate_problem(settings.connection.certificate)
+    if expired and args.check_config:
+        problems.append(f"{path}: [connection] certificate: {expired}")
+    if problems:
+        log.error("bad settings:\n%s", "\n".join(problems))
+        return 2
     if args.check_config:
-        problem = certificate_problem(settings.connection.certificate)
-        if problem:
-            log.error("%s: [connection] certificate: %s", path, problem)
-            return 2
         print(f"{path}: settings are valid")  # the answer a user asked for, on stdout
         return 0
     configure_logging(args.log_level or settings.agent.log_level)

@@ -26,6 +26,8 @@ Modes:
   ./start.sh --check-config [-c FILE] check the settings and certificates, say what is
                                       wrong, and exit (0 when valid, 2 when not)
   ./start.sh --log-level LEVEL        run with CRITICAL, ERROR, WARNING, INFO or DEBUG logging
+  ./start.sh status [--json]          what the agent is doing (running or not, connected since
+                                      when, the current job and its phase, the last jobs)
   ./start.sh --local                  the agent against a local AWS IoT Jobs service and
                                       broker, with demo certificates, settings and a
                                       throwaway apt root under .local/ (no AWS account)

@@ -1,13 +1,22 @@
 """What the agent is doing right now, told to whoever shows it (systemd STATUS=, the status file).
 
 ``JobClient`` calls these methods on the protocol thread as its state changes; they must be
-cheap and never raise. The base class does nothing: the agent wires in a subclass that
-writes the state directory's status file and systemd's ``STATUS=`` line.
+cheap and never raise. The base class does nothing: the agent wires in ``StatusReporter``,
+which writes the state directory's status file (``status.json``, read by
+``jobs_agent.py status``) and systemd's ``STATUS=`` line.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+log = logging.getLogger(__name__)
 
 
 class Activity:
@@ -36,3 +45,238 @@ class Activity:
 
     def stopping(self) -> None:
         """The agent is shutting down."""
+
+
+STATUS_FILE = "status.json"
+STATUS_FORMAT = 1
+RECENT_JOBS = 10  # finished jobs the status file remembers, newest first
+
+
+def _clock_text(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
+
+
+def status_line(status: Mapping[str, Any], now: float) -> str:
+    """One line saying what the agent is doing, from a status file's content (see
+    ``StatusReporter``): what ``systemctl status`` and ``jobs_agent.py status`` show."""
+    job = status.get("job") or None
+    connection = status.get("connection")
+    error = status.get("lastError")
+    offline_since = status.get("offlineSince")
+    if status.get("state") == "stopped":
+        return f"stopped at {_clock_text(status.get('since') or now)}"
+    if job and job.get("handingOver") is not None:
+        line = f"handing over job {job.get('jobId')} to the next start"
+        reason = job.get("handingOver")
+        return f"{line}: {reason}" if reason else line
+    if status.get("stopping"):
+        return f"stopping, finishing job {job.get('jobId')}" if job else "stopping"
+    if job:
+        line = f"running job {job.get('jobId')} (phase {job.get('phase') or 'starting'})"
+        if connection != "connected" and offline_since is not None:
+            line += f"; offline for {max(0, int(now - offline_since))} s"
+        return line
+    if connection == "connected":
+        since = status.get("connectedSince")
+        return "idle, listening for jobs" + (
+            f" (connected since {_clock_text(since)})" if since else ""
+        )
+    if connection == "offline" and offline_since is not None:
+        line = f"offline for {max(0, int(now - offline_since))} s"
+    else:
+        since = offline_since or status.get("since") or now
+        line = f"connecting since {_clock_text(since)}"
+    return f"{line} (last error: {error})" if error else line
+
+
+class StatusReporter(Activity):
+    """Keeps ``<state_dir>/status.json`` and systemd's ``STATUS=`` line up to date.
+
+    The file is replaced atomically (written beside it, then renamed), so a reader such as
+    ``jobs_agent.py status`` sees the old content or the new, never a mix; it survives the
+    agent, so it tells what the agent last did after it stopped. ``notifier`` needs only a
+    ``status(text)`` method (agent/systemd_notify.py's SystemdNotifier). Every method is safe
+    to call from any thread and never raises: a failed write is logged once.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        notifier: Any = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(state_dir) / STATUS_FILE
+        self._tmp_path = self.path.with_name(STATUS_FILE + ".tmp")
+        self._notifier = notifier
+        self._clock = clock
+        self._lock = threading.Lock()  # guards _status and the file
+        self._last_line: Optional[str] = None
+        self._write_failed = False
+        now = clock()
+        self._status: Dict[str, Any] = {
+            "format": STATUS_FORMAT,
+            "pid": os.getpid(),
+            "started": now,
+            "since": now,
+            "state": "running",
+            "connection": "connecting",
+            "connectedSince": None,
+            "offlineSince": now,
+            "lastError": None,
+            "stopping": False,
+            "job": None,
+            "recent": self._previous_recent(),
+        }
+
+    def _previous_recent(self) -> List[Dict[str, Any]]:
+        """The finished jobs a previous run recorded, so a restart does not forget them."""
+        try:
+            recent = json.loads(self.path.read_text(encoding="utf-8")).get("recent")
+        except (OSError, ValueError, AttributeError):
+            return []
+        if not isinstance(recent, list):
+            return []
+        return [entry for entry in recent if isinstance(entry, dict)][:RECENT_JOBS]
+
+    # Activity
+
+    def connecting(self, error: Optional[str] = None) -> None:
+        def change(status: Dict[str, Any], now: float) -> None:
+            if status["connection"] == "connected":
+                status["offlineSince"] = now
+                status["connectedSince"] = None
+            status["connection"] = "connecting"
+            if error:
+                status["lastError"] = " ".join(str(error).split())[:300]
+
+        self._update(change)
+
+    def connected(self) -> None:
+        def change(status: Dict[str, Any], now: float) -> None:
+            if status["connection"] != "connected":
+                status["connectedSince"] = now
+            status["connection"] = "connected"
+            status["offlineSince"] = None
+            status["lastError"] = None
+
+        self._update(change)
+
+    def offline(self) -> None:
+        def change(status: Dict[str, Any], now: float) -> None:
+            if status["connection"] == "connected" or status["offlineSince"] is None:
+                status["offlineSince"] = now
+            status["connection"] = "offline"
+            status["connectedSince"] = None
+
+        self._update(change)
+
+    def job_started(self, job_id: str, attempt: int) -> None:
+        def change(status: Dict[str, Any], now: float) -> None:
+            status["job"] = {
+                "jobId": job_id,
+                "attempt": attempt,
+                "phase": None,
+                "since": now,
+                "handingOver": None,
+            }
+
+        self._update(change)
+
+    def job_phase(self, job_id: str, phase: str) -> None:
+        def change(status: Dict[str, Any], now: float) -> None:
+            job = status["job"]
+            if job is not None and job["jobId"] == job_id:
+                job["phase"] = " ".join(str(phase).split())[:100]
+
+        self._update(change)
+
+    def job_handed_over(self, job_id: str, reason: str) -> None:
+        def change(status: Dict[str, Any], now: float) -> None:
+            job = status["job"]
+            if job is None or job["jobId"] != job_id:
+                job = status["job"] = {"jobId": job_id, "attempt": None, "phase": None}
+                job["since"] = now
+            job["handingOver"] = reason or ""
+
+        self._update(change)
+
+    def job_finished(self, job_id: str, status: str, reason: Optional[str] = None) -> None:
+        def change(current: Dict[str, Any], now: float) -> None:
+            if current["job"] is not None and current["job"]["jobId"] == job_id:
+                current["job"] = None
+            entry = {"jobId": job_id, "status": status, "reason": reason, "finished": now}
+            others = [e for e in current["recent"] if e.get("jobId") != job_id]
+            current["recent"] = [entry, *others][:RECENT_JOBS]
+
+        self._update(change)
+
+    def stopping(self) -> None:
+        def change(status: Dict[str, Any], now: float) -> None:
+            status["stopping"] = True
+
+        self._update(change)
+
+    # for jobs_agent.py's main loop, not the job client
+
+    def observe(self, connected: Optional[bool]) -> None:
+        """What the main loop sees of the connection now and then (None: not ready yet);
+        also refreshes the line, as an "offline for N s" count grows while nothing happens."""
+
+        def change(status: Dict[str, Any], now: float) -> None:
+            if connected and status["connection"] != "connected":
+                status["connectedSince"] = now
+                status["connection"] = "connected"
+                status["offlineSince"] = None
+            elif connected is False and status["connection"] == "connected":
+                status["connection"] = "offline"
+                status["offlineSince"] = now
+                status["connectedSince"] = None
+
+        self._update(change)
+
+    def stopped(self) -> None:
+        """The agent has stopped: the file says so from now on."""
+
+        def change(status: Dict[str, Any], now: float) -> None:
+            status["state"] = "stopped"
+            status["since"] = now
+            status["connection"] = "offline"
+            status["connectedSince"] = None
+            if status["job"] is not None and status["job"].get("handingOver") is None:
+                status["job"] = None
+
+        self._update(change)
+
+    def snapshot(self) -> Dict[str, Any]:
+        """A copy of what the status file holds now."""
+        with self._lock:
+            return json.loads(json.dumps(self._status))
+
+    def _update(self, change: Callable[[Dict[str, Any], float], None]) -> None:
+        with self._lock:
+            before = json.dumps(self._status, sort_keys=True)
+            now = self._clock()
+            change(self._status, now)
+            line = status_line(self._status, now)
+            self._status["line"] = line
+            if json.dumps(self._status, sort_keys=True) == before:
+                return  # the same phase reported again: nothing to write or send
+            self._status["updated"] = now
+            self._write()
+            if line != self._last_line and self._notifier is not None:
+                self._notifier.status(line)  # logs a failure, never raises
+            self._last_line = line
+
+    def _write(self) -> None:
+        data = json.dumps(self._status, sort_keys=True) + "\n"
+        try:
+            with open(self._tmp_path, "w", encoding="utf-8") as stream:
+                stream.write(data)
+            os.replace(self._tmp_path, self.path)
+        except OSError as error:
+            if not self._write_failed:
+                log.warning("cannot write the status file %s: %s", self.path, error)
+            self._write_failed = True
+        else:
+            self._write_failed = False

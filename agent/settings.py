@@ -3,22 +3,37 @@
 Every error is a ``SettingsError`` whose message names the file, the section and the key:
 ``/etc/jobs-agent/settings.conf: [agent] step_timeout_minutes: expected a whole number, got 'x'``.
 ``[connection]`` and ``[agent]`` are parsed here; other sections (``[apt]``...) belong to their
-handlers, which read ``Settings.section(name)`` with the converters below.
+handlers, which read ``Settings.section(name)`` with the converters below. Every section and
+key the agent knows is declared once, in ``SETTINGS_KEYS``: anything else in the file is an
+error, with a "did you mean" when a known name is close.
 """
 
 from __future__ import annotations
 
 import configparser
+import difflib
 import logging
 import os
 import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    FrozenSet,
+    Iterable,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+)
 
 from agent import greengrass
 from agent.errors import SettingsError
+from agent.tls import credential_problems
 
 T = TypeVar("T")
 
@@ -322,42 +337,89 @@ def check_private_key_mode(
         )
 
 
-_CONNECTION_KEYS = frozenset(
-    (
-        "endpoint",
-        "port",
-        "thing_name",
-        "client_id",
-        "greengrass",
-        "root_ca",
-        "certificate",
-        "private_key",
-    )
-)
+# Every section the agent reads and its keys, in one place: a section or key not named here
+# is an error (a typo must not silently fall back to a default). A module that adds a
+# section adds it here.
+SETTINGS_KEYS: Dict[str, FrozenSet[str]] = {
+    "connection": frozenset(
+        (
+            "endpoint",
+            "port",
+            "thing_name",
+            "client_id",
+            "greengrass",
+            "root_ca",
+            "certificate",
+            "private_key",
+        )
+    ),
+    "agent": frozenset(
+        (
+            "state_dir",
+            "log_level",
+            "step_timeout_minutes",
+            "heartbeat_seconds",
+            "shutdown_grace_seconds",
+            "progress_interval_seconds",
+            "watchdog_offline_seconds",
+        )
+    ),
+    "apt": frozenset(
+        (
+            "root_dir",
+            "allowed_packages",
+            "lock_timeout_seconds",
+            "lists_max_age_minutes",
+            "job_timeout_seconds",
+            "min_free_space_mb",
+        )
+    ),
+    "managed": frozenset(("step_timeout_seconds",)),
+    "services": frozenset(("allowed", "systemctl", "timeout_seconds", "agent_unit")),
+    "reboot": frozenset(("enabled", "command", "boot_id_file", "wait_seconds")),
+    "download": frozenset(
+        (
+            "directory",
+            "max_bytes",
+            "ca_file",
+            "allowed_hosts",
+            "timeout_seconds",
+            "retries",
+            "retry_delay_seconds",
+        )
+    ),
+    "run_command": frozenset(("enabled", "allowed_commands", "allowed_users", "path")),
+    "security": frozenset(("require_signed_documents", "trusted_keys")),
+}
 GREENGRASS_CHOICES = ("auto", "yes", "no")
-_AGENT_KEYS = frozenset(
-    (
-        "state_dir",
-        "log_level",
-        "step_timeout_minutes",
-        "heartbeat_seconds",
-        "shutdown_grace_seconds",
-        "progress_interval_seconds",
-        "watchdog_offline_seconds",
-    )
-)
 
-_SECURITY_KEYS = frozenset(("require_signed_documents", "trusted_keys"))
+# The endpoint of settings.conf.example and of the README: a file copied and not filled in.
+PLACEHOLDER_ENDPOINT = re.compile(r"(x+|a1b2c3d4e5f6g7)-ats\.iot\.[a-z0-9-]+\.amazonaws\.com")
 
 
-def _unknown_keys(
-    parser: configparser.ConfigParser, name: str, known: frozenset, path: Path
-) -> List[str]:
-    own = set(parser[name]) - set(parser.defaults())
-    return [
-        f"{path}: [{name}] {key}: unknown key (known: {', '.join(sorted(known))})"
-        for key in sorted(own - known)
-    ]
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def unknown_names(parser: configparser.ConfigParser, path: Path) -> List[str]:
+    """A problem line for every section and key of ``parser`` that ``SETTINGS_KEYS`` lacks."""
+    problems = []
+    for name in parser.sections():
+        known = SETTINGS_KEYS.get(name)
+        if known is None:
+            close = difflib.get_close_matches(name, sorted(SETTINGS_KEYS), n=1, cutoff=0.6)
+            hint = f"; did you mean [{close[0]}]?" if close else ""
+            sections = ", ".join(f"[{known_name}]" for known_name in sorted(SETTINGS_KEYS))
+            problems.append(f"{path}: [{name}]: unknown section{hint} (known: {sections})")
+            continue
+        own = set(parser[name]) - set(parser.defaults())
+        problems.extend(
+            f"{path}: [{name}] {key}: unknown key{_did_you_mean(key, known)} "
+            f"(known: {', '.join(sorted(known))})"
+            for key in sorted(own - known)
+        )
+    return problems
 
 
 def _collect(problems: List[str], read: Callable[[], T]) -> Optional[T]:
@@ -523,6 +585,14 @@ def _load_agent(parser: configparser.ConfigParser, path: Path, problems: List[st
     return AgentSettings(**values)
 
 
+def load_state_dir(path: Path) -> Path:
+    """Only ``[agent] state_dir`` of the settings file at ``path`` (its default when absent),
+    for tools that read the state directory and need no connection. Raises SettingsError."""
+    path = Path(path)
+    section = _section(_read_parser(path), "agent")
+    return get_path(section, "state_dir", path.parent / "state", path=path, must_exist=False)
+
+
 def _load_security(parser: configparser.ConfigParser, path: Path, problems: List[str]):
     section = _section(parser, "security")
     d = SecuritySettings()
@@ -549,11 +619,7 @@ def load_settings(path: Path) -> Settings:
     problems: List[str] = []
     if not parser.has_section("connection"):
         raise SettingsError(f"{path}: [connection]: section missing")
-    problems.extend(_unknown_keys(parser, "connection", _CONNECTION_KEYS, path))
-    if parser.has_section("agent"):
-        problems.extend(_unknown_keys(parser, "agent", _AGENT_KEYS, path))
-    if parser.has_section("security"):
-        problems.extend(_unknown_keys(parser, "security", _SECURITY_KEYS, path))
+    problems.extend(unknown_names(parser, path))
     connection = _load_connection(parser, path, problems)
     agent = _load_agent(parser, path, problems)
     security = _load_security(parser, path, problems)
@@ -564,3 +630,27 @@ def load_settings(path: Path) -> Settings:
     return Settings(
         path=path, connection=connection, agent=agent, sections=parser, security=security
     )
+
+
+def connection_problems(settings: Settings) -> List[str]:
+    """What AWS IoT and the TLS stack will refuse in ``[connection]``, one line each naming the
+    file, the section and the key: the example's placeholder endpoint, a CA or certificate that
+    does not parse, a private key that does not parse or does not belong to the certificate.
+
+    Reads the files named (never raises); an empty list when nothing is wrong.
+    """
+    connection = settings.connection
+    where = f"{settings.path}: [connection]"
+    problems = []
+    if PLACEHOLDER_ENDPOINT.fullmatch(connection.endpoint.lower()):
+        problems.append(
+            f"{where} endpoint: {connection.endpoint!r} is the example's placeholder; use your "
+            f"account's endpoint: aws iot describe-endpoint --endpoint-type iot:Data-ATS"
+        )
+    problems.extend(
+        f"{where} {key}: {reason}"
+        for key, reason in credential_problems(
+            connection.root_ca, connection.certificate, connection.private_key
+        )
+    )
+    return problems

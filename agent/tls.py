@@ -1,9 +1,15 @@
-"""Say in words why a device certificate cannot work: expired, or not valid yet (pure reading).
+"""Say in words why the device's TLS files cannot work, before the TLS stack says it in jargon.
+
+``credential_problems`` loads the files with the standard library's ``ssl``, as the
+connection will: the CA and the certificate must parse, the private key must parse and belong
+to the certificate (``SSLContext.load_cert_chain`` refuses a mismatch). Each problem names
+the setting at fault (``root_ca``, ``certificate`` or ``private_key``) and says what to do.
 
 A broker refuses an expired client certificate during or after the TLS handshake, and the
 SDK then reports only a timeout or a closed connection. Reading the certificate's validity
-dates lets the agent name the real cause. The dates are read from the DER encoding directly
-(Certificate > TBSCertificate > Validity), so the agent needs no crypto library for it.
+dates (``certificate_problem``) lets the agent name the real cause. The dates are read from
+the DER encoding directly (Certificate > TBSCertificate > Validity), so the agent needs no
+crypto library for it.
 """
 
 from __future__ import annotations
@@ -12,8 +18,9 @@ import base64
 import binascii
 import datetime
 import re
+import ssl
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 _PEM = re.compile(rb"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.DOTALL)
 _UTC_TIME = 0x17
@@ -92,3 +99,91 @@ def certificate_problem(path: Path, now: Optional[datetime.datetime] = None) -> 
             f"(is this device's clock right? it says {now:%Y-%m-%d %H:%M} UTC)"
         )
     return None
+
+
+class _Encrypted(Exception):
+    """The private key asked for a passphrase."""
+
+
+def _ask_no_passphrase() -> bytes:
+    raise _Encrypted
+
+
+def _read_head(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()[:65536]
+    except OSError:
+        return b""
+
+
+def _certificate_file_problem(path: Path) -> Optional[str]:
+    """Why no certificate can be read from the PEM file at ``path``, or None."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(path))
+    except ssl.SSLError as error:
+        content = _read_head(path)
+        if b"PRIVATE KEY-----" in content and b"BEGIN CERTIFICATE" not in content:
+            return (
+                f"{str(path)!r} holds a private key, not a certificate "
+                f"(are certificate and private_key swapped?)"
+            )
+        if b"-----BEGIN CERTIFICATE-----" not in content:
+            return f"{str(path)!r} is not a PEM certificate (no -----BEGIN CERTIFICATE----- line)"
+        return f"{str(path)!r}: the certificate in it cannot be read ({error.reason or error})"
+    except OSError as error:
+        return f"cannot read {str(path)!r}: {error.strerror or error}"
+    return None
+
+
+def _private_key_problem(certificate: Path, private_key: Path) -> Optional[str]:
+    """Why ``private_key`` cannot be used with the (readable) ``certificate``, or None."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(
+            str(certificate), str(private_key), password=_ask_no_passphrase
+        )
+    except _Encrypted:
+        return (
+            f"{str(private_key)!r} is protected by a passphrase, which the agent cannot give; "
+            f"store it unencrypted (chmod 600): openssl pkey -in KEY -out KEY.plain"
+        )
+    except OSError as error:
+        if not isinstance(error, ssl.SSLError):
+            return f"cannot read {str(private_key)!r}: {error.strerror or error}"
+        if error.reason == "KEY_VALUES_MISMATCH":
+            return (
+                f"{str(private_key)!r} does not belong to the certificate {str(certificate)!r} "
+                f"(a key from another key pair); use the key made with that certificate"
+            )
+        content = _read_head(private_key)
+        if b"BEGIN CERTIFICATE" in content and b"PRIVATE KEY-----" not in content:
+            return (
+                f"{str(private_key)!r} holds a certificate, not a private key "
+                f"(are certificate and private_key swapped?)"
+            )
+        if b"PRIVATE KEY-----" not in content:
+            return f"{str(private_key)!r} is not a PEM private key (no BEGIN ... PRIVATE KEY line)"
+        return f"{str(private_key)!r}: its private key cannot be read ({error.reason or error})"
+    return None
+
+
+def credential_problems(
+    root_ca: Path, certificate: Path, private_key: Path
+) -> List[Tuple[str, str]]:
+    """What the TLS stack will refuse in these files, as (setting, reason) pairs.
+
+    The setting is ``root_ca``, ``certificate`` or ``private_key``. An empty list means the CA
+    and the certificate parse, and the private key parses and belongs to the certificate.
+    Never raises.
+    """
+    problems = []
+    ca = _certificate_file_problem(root_ca)
+    if ca:
+        problems.append(("root_ca", ca))
+    device = _certificate_file_problem(certificate)
+    if device:
+        problems.append(("certificate", device))
+    else:
+        key = _private_key_problem(certificate, private_key)
+        if key:
+            problems.append(("private_key", key))
+    return problems

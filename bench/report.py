@@ -19,6 +19,11 @@ class Target:
         return cls(f"ratio <= {limit:g}", lambda row: row.ratio is not None and row.ratio <= limit)
 
     @classmethod
+    def ratio_at_least(cls, limit: float) -> Target:
+        """The figure must be at least ``limit`` times its baseline (rates: higher is better)."""
+        return cls(f"ratio >= {limit:g}", lambda row: row.ratio is not None and row.ratio >= limit)
+
+    @classmethod
     def at_least(cls, limit: float, unit: str) -> Target:
         """The figure itself must be ``limit`` or more."""
         return cls(f">= {limit:g} {unit}", lambda row: row.figure >= limit)

@@ -7,6 +7,9 @@ one demo thing under ``--dir``, builds a small apt repository and a throwaway ap
 AWS CLI or boto3 and runs until Ctrl-C. With ``--demo`` it creates one APT_UPDATE job, prints
 the execution's status transitions and final statusDetails, and exits 0 when it SUCCEEDED,
 1 when it ended otherwise or not in time, 2 when the demo could not be set up.
+
+The ports of a run are kept in ``DIR/demo/ports.json`` and used again while they are free (as
+``./localjobs up`` does), so commands pasted from one run still work in the next.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 from typing import IO, Callable, Dict, Optional, Sequence
 
 from local_jobs.apt_repo import AptRepoError, AptRoot, DemoApt, demo_setup
-from local_jobs.broker import BrokerError
+from local_jobs.broker import BrokerError, port_is_free
 from local_jobs.certificates import CertificateError
 from local_jobs.processes import child_preexec
 from local_jobs.stack import REPO_ROOT, LocalStack, StackError
@@ -207,6 +210,30 @@ Ctrl-C stops the agent and the local service.
 """
 
 
+PORTS_FILE = "ports.json"
+
+
+def previous_ports(path: Path) -> Dict[str, Optional[int]]:
+    """The MQTT and control-plane ports a previous run saved in ``path``, each only while it is
+    still free (None: pick a new one)."""
+    try:
+        saved = json.loads(path.read_text())
+        ports = {name: int(saved[name]) for name in ("mqtt_port", "control_port")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"mqtt_port": None, "control_port": None}
+    return {
+        name: port if 0 < port < 65536 and port_is_free(port) else None
+        for name, port in ports.items()
+    }
+
+
+def save_ports(stack: LocalStack, path: Path) -> None:
+    """Remember the ports of this run for the next (written whole, then renamed)."""
+    tmp = path.with_name(PORTS_FILE + ".tmp")
+    tmp.write_text(json.dumps({"mqtt_port": stack.mqtt_port, "control_port": stack.control_port}))
+    os.replace(tmp, path)
+
+
 def _print(text: str) -> None:
     print(text, flush=True)
 
@@ -233,12 +260,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    stack = LocalStack(base / "stack", things=[args.thing])
+    ports_path = base / PORTS_FILE
+    stack = LocalStack(base / "stack", things=[args.thing], **previous_ports(ports_path))
     notify = NotifyListener()
     agent: Optional[AgentProcess] = None
     try:
         _print(f"Starting the local Jobs service and broker in {stack.directory} ...")
         stack.start()
+        save_ports(stack, ports_path)
         _print("Building the demo apt repository and a throwaway apt root ...")
         apt = demo_setup(base / "apt")
         settings_path = stack.thing(args.thing).settings_path

@@ -58,23 +58,39 @@ time.sleep(float(sys.argv[2]))
 
 
 class StandInJob:
-    """The JobContext surface the handler uses: job_id, log, report_progress, should_stop."""
+    """The JobContext surface the handler uses: job_id, attempt, log, report_progress,
+    should_stop, stop_reason. ``stop_after`` seconds: stopped as if the service canceled it;
+    ``request_stop(reason)``: stopped now (AGENT_SHUTTING_DOWN: the agent stops)."""
 
-    def __init__(self, job_id: str = "job-apt-1", stop_after: Optional[float] = None) -> None:
+    def __init__(
+        self, job_id: str = "job-apt-1", stop_after: Optional[float] = None, attempt: int = 1
+    ) -> None:
         self.job_id = job_id
         self.execution_number = 1
-        self.attempt = 1
+        self.attempt = attempt
         self.log = logging.LoggerAdapter(logging.getLogger("tests.apt"), {"job_id": job_id})
         self.progress: List[Dict[str, str]] = []
         self._lock = threading.Lock()
         self._stop_at = None if stop_after is None else time.monotonic() + stop_after
+        self._stop_reason = ""
 
     def report_progress(self, details: Mapping[str, Any]) -> None:
         with self._lock:
             self.progress.append(dict(details))
 
     def should_stop(self) -> bool:
+        if self._stop_reason:
+            return True
         return self._stop_at is not None and time.monotonic() >= self._stop_at
+
+    @property
+    def stop_reason(self) -> str:
+        if self._stop_reason:
+            return self._stop_reason
+        return "canceled" if self.should_stop() else ""
+
+    def request_stop(self, reason: str) -> None:
+        self._stop_reason = reason
 
     def phases(self) -> List[str]:
         with self._lock:
@@ -101,6 +117,41 @@ def run_job(
     """Run an APT_UPDATE job on ``root`` through the real handler and worker."""
     handler = AptUpdateHandler(apt_settings(root, **settings))
     return handler(document, job or StandInJob())
+
+
+class JobThread:
+    """An APT_UPDATE job run on ``root`` in a thread (see ``run_job``), so a test can act
+    while it runs; ``result()`` joins it and returns its details or raises its error."""
+
+    def __init__(
+        self, root: AptRoot, document: Dict[str, Any], job: StandInJob, **settings: Any
+    ) -> None:
+        self.job = job
+        self._outcome: Dict[str, Any] = {}
+        self._thread = threading.Thread(
+            target=self._run, args=(root, document, settings), name="apt-job", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, root: AptRoot, document: Dict[str, Any], settings: Dict[str, Any]) -> None:
+        try:
+            self._outcome["details"] = run_job(root, document, self.job, **settings)
+        except BaseException as error:  # handed to the test thread by result()
+            self._outcome["error"] = error
+
+    def wait_for_phase(self, phase: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while phase not in self.job.phases():
+            assert self._thread.is_alive(), f"the job ended before {phase}: {self._outcome}"
+            assert time.monotonic() < deadline, f"no {phase} within {timeout}s: {self.job.progress}"
+            time.sleep(0.05)
+
+    def result(self, timeout: float = 60.0) -> Dict[str, str]:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the job did not end"
+        if "error" in self._outcome:
+            raise self._outcome["error"]
+        return self._outcome["details"]
 
 
 class LockHolder:

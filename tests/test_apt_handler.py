@@ -7,6 +7,8 @@ agent, the broker and the local Jobs service.
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 import threading
 import time
@@ -14,9 +16,11 @@ from pathlib import Path
 from typing import Dict, Tuple
 
 import pytest
-from apt_helpers import POSTINST_FAILURE, StandInJob, run_job
+from apt_helpers import POSTINST_FAILURE, JobThread, StandInJob, run_job
 
-from agent.errors import JobFailed, JobRejected
+from agent.apt.dpkg import lock_log_due
+from agent.errors import JobFailed, JobHandedOver, JobRejected
+from job_client import AGENT_SHUTTING_DOWN
 from local_jobs.apt_repo import AptRoot, Package, build_repository, make_root
 
 pytest_plugins = ("apt_fixtures",)
@@ -263,6 +267,39 @@ def test_lock_held_by_another_process_is_waited_for(apt_root, lock_holder):
     assert f"pid {holder.pid} (" in waiting[0]["lockHolder"]
 
 
+def test_the_log_says_who_holds_the_lock_while_a_job_waits(apt_root, lock_holder, caplog):
+    holder = lock_holder(apt_root.frontend_lock)
+    releaser = threading.Timer(1.5, holder.release)
+    releaser.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="tests.apt"):
+            run_job(apt_root, {"aptPackageName": "alpha"}, lock_timeout_seconds=30)
+    finally:
+        releaser.cancel()
+
+    waiting = [line for line in caplog.messages if "waiting for" in line]
+    assert waiting, caplog.messages
+    assert waiting[0].startswith(f"apt worker: waiting for {apt_root.frontend_lock}, held by ")
+    assert f"pid {holder.pid} (" in waiting[0]
+
+
+@pytest.mark.parametrize(
+    ("logged_at", "waited", "due"),
+    [(None, 0.0, True), (0.0, 29.9, False), (0.0, 30.0, True), (30.0, 45.0, False)],
+)
+def test_a_lock_wait_is_logged_at_once_then_every_30_seconds(logged_at, waited, due):
+    assert lock_log_due(logged_at, waited) is due
+
+
+def test_worker_log_lines_carry_one_prefix(apt_root, caplog):
+    with caplog.at_level(logging.INFO, logger="tests.apt"):
+        run_job(apt_root, {"aptPackageName": "alpha"})
+
+    worker_lines = [line for line in caplog.messages if line.startswith(("dpkg: ", "apt worker"))]
+    assert any(line.startswith("dpkg: Setting up alpha") for line in worker_lines), worker_lines
+    assert not [line for line in worker_lines if "agent.apt" in line or "INFO" in line]
+
+
 def test_lock_held_past_the_deadline_fails_lock_timeout_naming_the_holder(apt_root, lock_holder):
     holder = lock_holder(apt_root.frontend_lock)
     started = time.monotonic()
@@ -388,27 +425,29 @@ def test_package_published_after_the_last_refresh_is_found(tmp_path):
 
 
 def keep_lists_uncompressed(root: AptRoot) -> None:
-    """Debian's default (Docker's Debian images set Acquire::GzipIndexes): the lists of a
-    file: repository are then a symlink to its Packages."""
+    """Debian's default (Docker's Debian images set Acquire::GzipIndexes): apt 2.x then keeps
+    the lists of a file: repository as a symlink to its Packages; apt 3.0 copies them."""
     (root.path / "etc/apt/apt.conf.d/50uncompressed-lists").write_text(
         'Acquire::GzipIndexes "false";\n'
     )
 
 
 def file_repository_root(tmp_path, *names: str) -> Tuple[AptRoot, Dict[str, Path]]:
-    """A root reading one file: repository per name (holding that package), lists fresh
-    and kept as symlinks."""
+    """A root reading one file: repository per name (holding that package), lists fresh and
+    uncompressed: symlinks into the repository on apt 2.x, copies on apt 3.0. The tests below
+    hold on both."""
     folders = {name: tmp_path / f"repo-{name}" for name in names}
     repositories = [build_repository(folders[name], [Package(name, "1.0")]) for name in names]
     root = make_root(tmp_path / "root", [r.sources_line() for r in repositories])
     keep_lists_uncompressed(root)
     root.refresh_lists()
     lists = list((root.path / "var/lib/apt/lists").glob("*Packages*"))
-    assert len(lists) == len(names) and all(path.is_symlink() for path in lists), lists
+    assert len(lists) == len(names), lists
     return root, folders
 
 
-def test_lists_left_dangling_by_a_removed_file_repository_do_not_stop_a_job(tmp_path):
+def test_lists_of_a_removed_file_repository_do_not_stop_a_job(tmp_path):
+    # apt 2.x: the lists entry dangles once the repository is gone; apt 3.0: a copy remains
     root, folders = file_repository_root(tmp_path, "alpha", "gone")
     shutil.rmtree(folders["gone"])
 
@@ -418,7 +457,7 @@ def test_lists_left_dangling_by_a_removed_file_repository_do_not_stop_a_job(tmp_
     assert root.installed_version("alpha") == "1.0"
 
 
-def test_old_lists_kept_as_symlinks_are_refreshed(tmp_path):
+def test_old_uncompressed_lists_of_a_file_repository_are_refreshed(tmp_path):
     root, _ = file_repository_root(tmp_path, "alpha")
     root.age_lists(2 * 24 * 3600)
 
@@ -427,9 +466,170 @@ def test_old_lists_kept_as_symlinks_are_refreshed(tmp_path):
     assert details["listsRefreshed"] == "true"
 
 
-def test_young_lists_kept_as_symlinks_are_not_refreshed(tmp_path):
-    root, _ = file_repository_root(tmp_path, "alpha")
+def test_young_uncompressed_lists_of_a_file_repository_are_not_refreshed(tmp_path):
+    # on apt 2.x the symlink's target carries the repository's time, not the refresh's
+    root, folders = file_repository_root(tmp_path, "alpha")
+    old = time.time() - 3 * 24 * 3600
+    for path in folders["alpha"].iterdir():
+        os.utime(path, (old, old))
 
     details = run_job(root, {"aptPackageName": "alpha"})
 
     assert details["listsRefreshed"] == "false"
+
+
+# -- another package manager at work while the job waits for the dpkg lock ------------------
+
+
+def while_waiting_for_the_lock(root, lock_holder, document, change, monkeypatch, **settings):
+    """Run ``document`` while another process holds dpkg's frontend lock; once the job waits
+    for it, ``change()`` dpkg's state the way that other package manager would; then release."""
+    holder = lock_holder(root.frontend_lock)
+    running = JobThread(root, document, StandInJob(), lock_timeout_seconds=60, **settings)
+    running.wait_for_phase("waiting_for_lock")
+    monkeypatch.setenv("DPKG_FRONTEND_LOCKED", "1")  # the holder's dpkg runs under its lock
+    change()
+    holder.release()
+    return running
+
+
+def test_a_newer_version_installed_during_the_lock_wait_is_not_downgraded(
+    apt_root, apt_repository, lock_holder, monkeypatch
+):
+    running = while_waiting_for_the_lock(
+        apt_root,
+        lock_holder,
+        {"aptPackageName": "alpha", "aptPackageVersion": "1.0"},
+        lambda: apt_root.install(apt_repository.deb("alpha", "2.0")),
+        monkeypatch,
+    )
+
+    with pytest.raises(JobFailed) as raised:
+        running.result()
+
+    assert raised.value.code == "DOWNGRADE"
+    assert apt_root.installed_version("alpha") == "2.0"
+
+
+def test_version_before_is_read_after_the_lock_wait(
+    apt_root, apt_repository, lock_holder, monkeypatch
+):
+    running = while_waiting_for_the_lock(
+        apt_root,
+        lock_holder,
+        {"aptPackageName": "alpha"},
+        lambda: apt_root.install(apt_repository.deb("alpha", "1.0")),
+        monkeypatch,
+    )
+
+    details = running.result()
+
+    assert (details["result"], details["versionBefore"], details["versionAfter"]) == (
+        "upgraded",
+        "1.0",
+        "2.0",
+    )
+
+
+def test_a_hold_set_during_the_lock_wait_is_respected(
+    apt_root, apt_repository, lock_holder, monkeypatch
+):
+    apt_root.install(apt_repository.deb("alpha", "1.0"))
+    running = while_waiting_for_the_lock(
+        apt_root, lock_holder, {"aptPackageName": "alpha"}, lambda: apt_root.hold("alpha"),
+        monkeypatch,
+    )
+
+    with pytest.raises(JobFailed) as raised:
+        running.result()
+
+    assert raised.value.code == "HELD"
+    assert apt_root.installed_version("alpha") == "1.0"
+
+
+def test_dpkg_repaired_by_another_process_during_the_lock_wait_is_not_repaired_again(
+    apt_root, apt_repository, lock_holder, monkeypatch
+):
+    apt_root.unpack(apt_repository.deb("gamma", "1.0"))
+    running = while_waiting_for_the_lock(
+        apt_root,
+        lock_holder,
+        {"aptPackageName": "alpha"},
+        lambda: apt_root.dpkg("--configure", "-a"),
+        monkeypatch,
+    )
+
+    details = running.result()
+
+    assert details["result"] == "installed"
+    assert details["dpkgRepaired"] == "false"
+    assert "repairing_dpkg" not in running.job.phases()
+    assert apt_root.status("gamma")["Status"] == "install ok installed"
+
+
+# -- the agent stops while dpkg runs -----------------------------------------------------------
+
+
+def test_agent_stopping_while_dpkg_runs_hands_the_job_over_and_the_rerun_reports_it(
+    apt_root, tmp_path
+):
+    state_dir = tmp_path / "state"
+    document = {"aptPackageName": "finishing"}
+    first = while_dpkg_runs(apt_root, StandInJob(), state_dir=state_dir)
+
+    first.job.request_stop(AGENT_SHUTTING_DOWN)
+    with pytest.raises(JobHandedOver):
+        first.result()
+
+    # handed over at once, dpkg still running (the worker, in its own session, goes on)
+    assert not (apt_root.path / "finishing-done").exists()
+    details = run_job(apt_root, document, StandInJob(attempt=2), state_dir=state_dir)
+
+    assert (apt_root.path / "finishing-done").exists()
+    assert (details["result"], details["versionBefore"], details["versionAfter"]) == (
+        "installed",
+        "none",
+        "1.0",
+    )
+    assert details["dpkgRepaired"] == "false"
+    assert not list((state_dir / "apt").iterdir())  # the kept versions go with the job
+
+
+def test_a_job_canceled_by_the_service_while_dpkg_runs_still_finishes(apt_root):
+    running = while_dpkg_runs(apt_root, StandInJob())
+
+    running.job.request_stop("canceled by the service")
+    details = running.result()
+
+    assert details["result"] == "installed"
+    assert apt_root.status("finishing")["Status"] == "install ok installed"
+
+
+def while_dpkg_runs(root, job, **settings) -> JobThread:
+    """An install of ``finishing`` running in a thread, returned once dpkg runs its 2 s
+    postinst."""
+    running = JobThread(root, {"aptPackageName": "finishing"}, job, **settings)
+    deadline = time.monotonic() + 30
+    while not (root.path / "finishing-started").exists():
+        assert time.monotonic() < deadline, "dpkg did not run the postinst"
+        time.sleep(0.02)
+    return running
+
+
+def test_a_broken_package_failing_a_later_install_is_named_with_the_requested_ones_state(
+    apt_root,
+):
+    failure(apt_root, {"aptPackageName": "bad"})  # its postinst fails: left half-configured
+
+    error = failure(apt_root, {"aptPackageName": "needs-reboot"})
+
+    assert error.code == "INSTALL_FAILED"
+    assert error.details["blockingPackage"] == "bad"
+    assert "bad is half-configured" in error.reason
+    assert "AWS-Remove-Application job for bad" in error.reason
+    assert error.reason.startswith("needs-reboot installed, but dpkg failed: ")
+    # the requested package did install, and its postinst asked for a reboot
+    assert (error.details["result"], error.details["versionBefore"]) == ("installed", "none")
+    assert error.details["versionAfter"] == "1.0"
+    assert error.details["rebootRequired"] == "true"
+    assert apt_root.status("needs-reboot")["Status"] == "install ok installed"

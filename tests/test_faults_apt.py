@@ -131,7 +131,9 @@ def test_agent_killed_while_dpkg_runs_leaves_dpkg_to_finish_and_the_restart_succ
     apt_agent.start()
     done = wait_status(stack, "orphan-1", timeout=60)
     assert done["status"] == "SUCCEEDED", done
-    assert done["details"]["result"] == "already-installed"
+    # what the job as a whole did: the first attempt's version before is kept
+    assert (done["details"]["result"], done["details"]["versionBefore"]) == ("installed", "none")
+    assert done["details"]["versionAfter"] == "1.0"
     assert done["details"]["dpkgRepaired"] == "false"
     assert "resuming (attempt 2)" in apt_agent.log_text()
 
@@ -199,3 +201,23 @@ def test_power_cut_while_apt_downloads_then_restart_succeeds(
     assert done["status"] == "SUCCEEDED", done
     assert apt_root.status("big")["Status"] == "install ok installed"
     assert not apt_root.journal_dirty()
+
+
+def test_agent_stopped_while_dpkg_runs_hands_the_job_over_and_the_next_start_reports_it(
+    stack, apt_root, apt_agent
+):
+    # systemctl stop/restart, or a postinst restarting the agent: the stop does not wait for
+    # dpkg, and nothing is reported until the next start has seen what dpkg did.
+    apt_agent.start()
+    create_job(stack, "handover-1", {"jobType": "APT_UPDATE", "aptPackageName": "finishing"})
+    wait_for(lambda: (apt_root.path / "finishing-started").exists(), 60, "dpkg to run the postinst")
+    apt_agent.process.send_signal(signal.SIGTERM)
+    apt_agent.process.wait(30)
+    assert not (apt_root.path / "finishing-done").exists(), "the stop waited for dpkg"
+    assert execution(stack, "handover-1")["status"] == "IN_PROGRESS"
+    assert "goes on alone" in apt_agent.log_text()
+    apt_agent.start()
+    done = wait_status(stack, "handover-1", timeout=60)
+    assert done["status"] == "SUCCEEDED", done
+    assert (done["details"]["result"], done["details"]["versionBefore"]) == ("installed", "none")
+    assert apt_root.status("finishing")["Status"] == "install ok installed"

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from agent.managed.process import current_user, lookup_user, run_process
+from agent.process import current_user, lookup_user, run_process
 
 PY = sys.executable
 # The checkout may sit below a folder only root can enter (/root), and with it the venv's

@@ -188,8 +188,8 @@ def test_handler_sections_are_reachable_raw(credentials):
 
 
 def test_percent_sign_is_taken_literally(credentials):
-    path = write_settings(credentials, extra="[apt]\npattern = 100%\n")
-    assert load_settings(path).section("apt")["pattern"] == "100%"
+    path = write_settings(credentials, extra="[apt]\nallowed_packages = 100%\n")
+    assert load_settings(path).section("apt")["allowed_packages"] == "100%"
 
 
 @pytest.mark.parametrize(

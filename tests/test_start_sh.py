@@ -104,7 +104,7 @@ def test_missing_python_apt_is_explained_with_the_install_command(tmp_path):
 def test_help_lists_every_mode(checkout):
     result = run_start_sh(checkout, ["--help"])
     assert result.returncode == 0, result.stderr
-    for mode in ("--local", "--local --demo", "--check-config", "-c FILE", "--log-level"):
+    for mode in ("--local", "--local --demo", "--check-config", "-c FILE", "--log-level", "status"):
         assert f"./start.sh {mode}" in result.stdout
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -76,3 +77,39 @@ def test_local_prints_aws_cli_commands_that_run_a_job_through_the_agent(checkout
             process.wait()
     assert process.returncode == 0
     assert "Local Jobs service stopped." in rest
+
+
+def printed_mqtt_port(checkout: Path) -> int:
+    """Run ``start.sh --local`` until it is ready, stop it, and return the MQTT port it used."""
+    process = subprocess.Popen(
+        ["bash", str(checkout / "start.sh"), "--local"],
+        cwd=str(checkout),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    port = None
+    try:
+        for line in process.stdout:
+            if line.strip().startswith("MQTT broker"):
+                port = int(line.split("localhost:", 1)[1].split()[0])
+            if line.startswith("Ctrl-C stops"):
+                break
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert port is not None
+    return port
+
+
+def test_local_reuses_its_ports_while_they_are_free(checkout):
+    first = printed_mqtt_port(checkout)
+    assert printed_mqtt_port(checkout) == first
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", first))
+        taken.listen()
+        assert printed_mqtt_port(checkout) != first

@@ -16,23 +16,25 @@ import json
 import os
 import queue
 import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Deque, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence
 
 from agent.apt.document import INVALID_DOCUMENT, AptRequest, check_allowed, parse_document
 from agent.apt.protocol import CANCELED, INSTALL, REMOVE, TIMEOUT, WORKER_FAILED, WorkerConfig
 from agent.apt.settings import AptSettings
-from agent.errors import JobFailed, JobRejected
+from agent.apt.versions import forget_versions, versions_path
+from agent.errors import JobFailed, JobHandedOver, JobRejected
+from agent.process import POLL_SECONDS, Child, Lines, spawn
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WORKER_MODULE = "agent.apt.worker"
 STDERR_TAIL_LINES = 20
-KILL_GRACE_SECONDS = 5.0
-POLL_SECONDS = 0.2
+DPKG_PREFIX = "dpkg: "  # the worker's copy of dpkg's output
+WARNING_PREFIXES = ("warning: ", "error: ", "critical: ")
+# Progress phases of a running dpkg (the worker sends one before dpkg starts).
+DPKG_PHASES = ("installing", "removing", "repairing_dpkg")
 _EOF = object()
 
 
@@ -41,8 +43,11 @@ class AptUpdateHandler:
 
     Raises JobRejected for a document that fails validation or names a package outside
     ``[apt] allowed_packages`` (no worker is started), JobFailed for a transaction that did not
-    succeed (errorCode from the worker, or TIMEOUT, CANCELED, WORKER_FAILED). Re-running a job
-    converges: what is installed already is reported ``already-installed``.
+    succeed (errorCode from the worker, or TIMEOUT, CANCELED, WORKER_FAILED), JobHandedOver when
+    the agent stops while dpkg runs (the worker goes on; the next start runs the job again).
+    Re-running a job converges: what is installed already is reported ``already-installed``,
+    unless an earlier attempt of the same job installed it (its versions before are kept in
+    ``<state_dir>/apt/``, see agent/apt/versions.py).
     """
 
     safe_to_rerun = True
@@ -85,6 +90,11 @@ class AptUpdateHandler:
         return details
 
     def _run_worker(self, request: AptRequest, job: Any, operation: str) -> Dict[str, str]:
+        versions_file = None
+        if self.settings.state_dir is not None and not request.dry_run:
+            versions_file = versions_path(self.settings.state_dir, str(job.job_id))
+            if getattr(job, "attempt", 1) <= 1:
+                forget_versions(versions_file)  # left by an execution that was not resumed
         config = WorkerConfig(
             request=request,
             job_id=str(job.job_id),
@@ -93,8 +103,17 @@ class AptUpdateHandler:
             lists_max_age_minutes=self.settings.lists_max_age_minutes,
             min_free_space_mb=self.settings.min_free_space_mb,
             operation=operation,
+            versions_file=str(versions_file) if versions_file else None,
         )
-        message = _WorkerRun(self._command, config, job, self.settings).run()
+        handed_over = False
+        try:
+            message = _WorkerRun(self._command, config, job, self.settings).run()
+        except JobHandedOver:
+            handed_over = True  # the next start reports the job: it needs the versions kept
+            raise
+        finally:
+            if versions_file is not None and not handed_over:
+                forget_versions(versions_file)
         if not message.get("ok"):
             raise JobFailed(
                 str(message.get("reason") or "the apt worker failed"),
@@ -114,55 +133,48 @@ class _WorkerRun:
         self.timeout = settings.job_timeout_seconds
         self.messages: queue.Queue[Any] = queue.Queue()
         self.stderr_tail: Deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self.dpkg_running = False  # past the point of no return: the worker no longer stops
+        self.handed_over = False
 
     def run(self) -> Dict[str, Any]:
-        """The worker's result message. Raises JobFailed (TIMEOUT, CANCELED, WORKER_FAILED)."""
+        """The worker's result message. Raises JobFailed (TIMEOUT, CANCELED, WORKER_FAILED),
+        or JobHandedOver when the agent stops while dpkg runs (the worker is left running:
+        it lives in its own session and finishes the transaction without the agent)."""
         environment = dict(os.environ)
         path = environment.get("PYTHONPATH")
         environment["PYTHONPATH"] = str(PROJECT_ROOT) + (os.pathsep + path if path else "")
         started = time.monotonic()
-        process = subprocess.Popen(
+        stdout, stderr = Lines(self._message), Lines(self._log_line)
+
+        def stdout_end() -> None:
+            stdout.close()
+            self.messages.put(_EOF)
+
+        child = spawn(
             self.command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=stdout,
+            stderr=stderr,
+            stdout_end=stdout_end,
+            stdin_pipe=True,
             env=environment,
             cwd=str(PROJECT_ROOT),
-            start_new_session=True,
         )
-        self.job.log.info("apt worker started (pid %d)", process.pid)
-        readers = [
-            threading.Thread(
-                target=self._read_messages, args=(process.stdout,), name="apt-worker-stdout"
-            ),
-            threading.Thread(
-                target=self._read_log, args=(process.stderr,), name="apt-worker-stderr"
-            ),
-        ]
-        for reader in readers:
-            reader.daemon = True
-            reader.start()
+        self.job.log.info("apt worker started (pid %d)", child.pid)
         try:
-            self._send_request(process)
-            result = self._watch(process, started + self.timeout)
+            child.send_input(json.dumps(self.config.to_json()).encode())
+            result = self._watch(child, started + self.timeout)
         finally:
-            self._stop(process)
-            for reader in readers:
-                reader.join(timeout=KILL_GRACE_SECONDS)
+            if not self.handed_over:
+                if child.poll() is None:
+                    self._kill(child)
+                child.join_readers()
+                stderr.close()
         if result is None:
-            raise JobFailed(self._crash_reason(process.returncode), WORKER_FAILED,
+            raise JobFailed(self._crash_reason(child.returncode), WORKER_FAILED,
                             {"log": "\n".join(self.stderr_tail)})
         return result
 
-    def _send_request(self, process: subprocess.Popen) -> None:
-        assert process.stdin is not None
-        try:
-            process.stdin.write(json.dumps(self.config.to_json()).encode())
-            process.stdin.close()
-        except BrokenPipeError:
-            pass  # the worker died at once; _watch reports it
-
-    def _watch(self, process: subprocess.Popen, deadline: float) -> Optional[Dict[str, Any]]:
+    def _watch(self, child: Child, deadline: float) -> Optional[Dict[str, Any]]:
         result: Optional[Dict[str, Any]] = None
         stop_sent = False
         while True:
@@ -171,19 +183,36 @@ class _WorkerRun:
             except queue.Empty:
                 message = None
             if message is _EOF:
-                process.wait()
+                child.wait()
+                if result is None and stop_sent:
+                    # Asked to stop before it could report (even before it could catch SIGTERM).
+                    raise JobFailed("the job was stopped", CANCELED)
                 return result
             if isinstance(message, dict):
                 if message.get("event") == "progress" and isinstance(message.get("details"), dict):
                     self.job.report_progress(message["details"])
+                    phase = message["details"].get("phase")
+                    if phase:  # dpkg's phase lasts until the worker reports the next one
+                        self.dpkg_running = phase in DPKG_PHASES
                 elif message.get("event") == "result":
                     result = message
+            if result is None and self.dpkg_running and agent_stopping(self.job):
+                # Waiting would hold the agent's stop up for as long as dpkg runs (and for
+                # ever when a maintainer script restarts the agent and waits for that).
+                self.handed_over = True
+                self.job.log.info(
+                    "the agent stops while dpkg runs: apt worker pid %d goes on alone", child.pid
+                )
+                raise JobHandedOver(
+                    "the agent stopped while dpkg was running; dpkg goes on, and the next start "
+                    "waits for it and reports what dpkg shows"
+                )
             if not stop_sent and self.job.should_stop():
                 self.job.log.info("job should stop: asking the apt worker to stop between steps")
-                process.send_signal(signal.SIGTERM)
+                child.signal(signal.SIGTERM)
                 stop_sent = True
             if time.monotonic() >= deadline:
-                self._kill(process)
+                self._kill(child)
                 raise JobFailed(
                     f"the apt transaction did not finish within {self.timeout:g}s "
                     "([apt] job_timeout_seconds); it was killed, and the next APT_UPDATE job "
@@ -191,43 +220,34 @@ class _WorkerRun:
                     TIMEOUT,
                     {"log": "\n".join(self.stderr_tail)},
                 )
-            if stop_sent and result is None and process.poll() is not None:
+            if stop_sent and result is None and child.poll() is not None:
                 # Gone without a result after being asked to stop.
                 raise JobFailed("the job was stopped", CANCELED)
 
-    def _read_messages(self, stream: IO[bytes]) -> None:
-        for raw in stream:
-            try:
-                message = json.loads(raw)
-            except ValueError:
-                self.job.log.warning("apt worker wrote a non-JSON line: %r", raw[:200])
-                continue
-            self.messages.put(message)
-        self.messages.put(_EOF)
+    def _message(self, raw: bytes) -> None:
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            self.job.log.warning("apt worker wrote a non-JSON line: %r", raw[:200])
+            return
+        self.messages.put(message)
 
-    def _read_log(self, stream: IO[bytes]) -> None:
-        for raw in stream:
-            line = raw.decode("utf-8", "replace").rstrip()
-            self.stderr_tail.append(line)
+    def _log_line(self, raw: bytes) -> None:
+        """One worker line into the job's log with one prefix: ``dpkg:`` (dpkg's output,
+        prefixed by the worker) or ``apt worker:``."""
+        line = raw.decode("utf-8", "replace").rstrip()
+        self.stderr_tail.append(line)
+        if line.startswith(DPKG_PREFIX):
+            self.job.log.info("%s", line)
+        elif line.startswith(WARNING_PREFIXES):
+            self.job.log.warning("apt worker: %s", line.split(": ", 1)[1])
+        else:
             self.job.log.info("apt worker: %s", line)
 
-    def _kill(self, process: subprocess.Popen) -> None:
+    def _kill(self, child: Child) -> None:
         """Stop the worker's whole session (dpkg and maintainer scripts too)."""
-        self.job.log.warning("killing the apt worker (pid %d) and its children", process.pid)
-        for sig, wait in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, None)):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                process.wait(timeout=wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-
-    def _stop(self, process: subprocess.Popen) -> None:
-        if process.poll() is None:
-            self._kill(process)
+        self.job.log.warning("killing the apt worker (pid %d) and its children", child.pid)
+        child.end_group()
 
     def _crash_reason(self, status: Optional[int]) -> str:
         tail = "\n".join(self.stderr_tail)
@@ -237,6 +257,14 @@ class _WorkerRun:
                 "python3-apt (a venv needs --system-site-packages)"
             )
         return f"the apt worker exited with status {status} without a result"
+
+
+def agent_stopping(job: Any) -> bool:
+    """True once the agent is stopping (not when the service ended the job)."""
+    # agent/job.py's StopReason replaces the string once it lands
+    from job_client import AGENT_SHUTTING_DOWN
+
+    return job.should_stop() and getattr(job, "stop_reason", "") == AGENT_SHUTTING_DOWN
 
 
 def describe(request: AptRequest) -> str:
@@ -278,6 +306,13 @@ def failure_details(request: AptRequest, message: Mapping[str, Any]) -> Dict[str
         if key != "log":
             details.setdefault(str(key), str(value))
     state = message.get("result") or {}
+    packages = list(state.get("packages") or [])
+    if packages:  # what the requested packages are now, although the job failed
+        details["result"] = _per_package(packages, "result")
+        details["versionBefore"] = _per_package(packages, "before")
+        details["versionAfter"] = _per_package(packages, "after")
+    if "rebootRequired" in state:
+        details["rebootRequired"] = "true" if state["rebootRequired"] else "false"
     details.update(_state_details(state))
     if state.get("notes"):
         details["notes"] = "; ".join(state["notes"])

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 from agent.apt.document import AptRequest, parse_request
-from agent.errors import JobRejected
+from agent.errors import JobError, JobRejected
 
 # Error codes of failed jobs. The worker reports all but the last two, which the handler adds.
 NOT_FOUND = "NOT_FOUND"
@@ -37,9 +37,31 @@ CANCELED = "CANCELED"
 TIMEOUT = "TIMEOUT"
 WORKER_FAILED = "WORKER_FAILED"
 
+# The worker's environment, and that of every dpkg it runs: nothing may ask a question.
+NONINTERACTIVE_ENVIRONMENT = {
+    "DEBIAN_FRONTEND": "noninteractive",
+    "DEBIAN_PRIORITY": "critical",
+    "NEEDRESTART_MODE": "a",
+    "NEEDRESTART_SUSPEND": "1",
+    "APT_LISTCHANGES_FRONTEND": "none",
+    "UCF_FORCE_CONFFOLD": "1",
+    "LC_ALL": "C.UTF-8",
+}
+
 INSTALL = "install"
 REMOVE = "remove"
 OPERATIONS = (INSTALL, REMOVE)
+
+
+class WorkerFailure(JobError):
+    """The worker's transaction cannot go on: an error code, a reason and extra details (the
+    worker sends them as its ``ok: false`` result)."""
+
+    def __init__(self, code: str, reason: str, details: Optional[Dict[str, str]] = None):
+        super().__init__(reason, code, details)
+        self.code: str = code
+        # What the failed job still did, for the result (e.g. "packages", "rebootRequired").
+        self.outcome: Dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -53,6 +75,9 @@ class WorkerConfig:
     lists_max_age_minutes: float
     min_free_space_mb: int
     operation: str = INSTALL
+    # Where the job's versions before are kept across agent restarts (JSON {name: version or
+    # null}); the worker reads it at its start and adds to it before dpkg runs.
+    versions_file: Optional[str] = None
 
     def to_json(self) -> Dict[str, Any]:
         """The JSON object the handler writes to the worker's stdin."""
@@ -64,6 +89,7 @@ class WorkerConfig:
             "listsMaxAgeMinutes": self.lists_max_age_minutes,
             "minFreeSpaceMb": self.min_free_space_mb,
             "operation": self.operation,
+            "versionsFile": self.versions_file,
         }
 
     @classmethod
@@ -76,6 +102,11 @@ class WorkerConfig:
         root_dir = data.get("rootDir")
         if root_dir is not None and not (isinstance(root_dir, str) and os.path.isabs(root_dir)):
             raise ValueError(f"rootDir must be an absolute path, got {root_dir!r}")
+        versions_file = data.get("versionsFile")
+        if versions_file is not None and not (
+            isinstance(versions_file, str) and os.path.isabs(versions_file)
+        ):
+            raise ValueError(f"versionsFile must be an absolute path, got {versions_file!r}")
         operation = data.get("operation", INSTALL)
         if operation not in OPERATIONS:
             raise ValueError(f"operation must be one of {', '.join(OPERATIONS)}, got {operation!r}")
@@ -89,6 +120,7 @@ class WorkerConfig:
             lists_max_age_minutes=float(data["listsMaxAgeMinutes"]),
             min_free_space_mb=int(data["minFreeSpaceMb"]),
             operation=operation,
+            versions_file=versions_file,
         )
 
 

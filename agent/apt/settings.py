@@ -8,20 +8,11 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from agent.errors import SettingsError
-from agent.settings import Settings, get_float, get_int, get_list, get_path
+from agent.settings import SETTINGS_KEYS, Settings, get_float, get_int, get_list, get_path
 
 SECTION = "apt"
 ALLOWED_PATTERN = re.compile(r"[a-z0-9+.*?\[\]!-]+(:[a-z0-9*?-]+)?")
-KNOWN_KEYS = frozenset(
-    (
-        "root_dir",
-        "allowed_packages",
-        "lock_timeout_seconds",
-        "lists_max_age_minutes",
-        "job_timeout_seconds",
-        "min_free_space_mb",
-    )
-)
+KNOWN_KEYS = SETTINGS_KEYS[SECTION]  # declared with every other section's keys
 
 
 @dataclass(frozen=True)
@@ -29,7 +20,9 @@ class AptSettings:
     """``[apt]``: where apt works and what a job may do.
 
     ``root_dir`` None means the real system; ``allowed_packages`` are glob patterns matched
-    against requested package names (empty: every job is rejected).
+    against requested package names (empty: every job is rejected). ``state_dir`` is the
+    agent's ``[agent] state_dir`` (a job's first versions before are kept there across
+    restarts); None keeps nothing.
     """
 
     root_dir: Optional[Path] = None
@@ -38,6 +31,7 @@ class AptSettings:
     lists_max_age_minutes: float = 1440.0
     job_timeout_seconds: float = 3600.0
     min_free_space_mb: int = 50
+    state_dir: Optional[Path] = None
 
 
 def load_apt_settings(settings: Settings) -> AptSettings:
@@ -88,4 +82,6 @@ def load_apt_settings(settings: Settings) -> AptSettings:
         raise SettingsError("\n".join(problems))
     if root_dir is not None:
         values["root_dir"] = root_dir.resolve()
+    if settings.agent is not None:
+        values["state_dir"] = settings.agent.state_dir
     return AptSettings(**values)

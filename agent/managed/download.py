@@ -28,9 +28,9 @@ from urllib.parse import urlsplit
 
 from agent.errors import JobFailed, JobRejected
 from agent.managed.document import Step, mask_url
-from agent.managed.process import User, current_user, lookup_user
 from agent.managed.settings import DownloadSettings
 from agent.managed.steps import NOT_ALLOWED, Action, StepOutcome, StepRun
+from agent.process import User, current_user, lookup_user
 
 SHA256 = re.compile(r"sha256:([0-9a-fA-F]{64})")
 INVALID = "INVALID_DOCUMENT"

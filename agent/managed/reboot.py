@@ -19,7 +19,6 @@ from typing import Callable
 
 from agent.errors import JobFailed, JobRejected
 from agent.managed.document import Step
-from agent.managed.process import run_process
 from agent.managed.settings import RebootSettings
 from agent.managed.steps import (
     NOT_ALLOWED,
@@ -29,6 +28,7 @@ from agent.managed.steps import (
     agent_stopping,
     stop_step,
 )
+from agent.process import run_process
 
 COMMAND_TIMEOUT_SECONDS = 60.0
 

@@ -18,9 +18,9 @@ from typing import Callable, Optional, Tuple
 
 from agent.errors import JobFailed, JobRejected
 from agent.managed.document import Step
-from agent.managed.process import User, child_environment, current_user, lookup_user, run_process
 from agent.managed.settings import RunCommandSettings
 from agent.managed.steps import NOT_ALLOWED, Action, StepOutcome, StepRun
+from agent.process import User, child_environment, current_user, lookup_user, run_process
 
 
 class RunCommandAction(Action):

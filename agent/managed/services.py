@@ -17,7 +17,6 @@ from typing import Callable, List, Sequence
 
 from agent.errors import JobFailed, JobRejected
 from agent.managed.document import RESTART, START, STOP, Step, words_of
-from agent.managed.process import run_process
 from agent.managed.settings import ServicesSettings
 from agent.managed.steps import (
     NOT_ALLOWED,
@@ -27,6 +26,7 @@ from agent.managed.steps import (
     agent_stopping,
     stop_step,
 )
+from agent.process import run_process
 
 VERBS = {START: "start", STOP: "stop", RESTART: "restart"}
 UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\@-]{1,256}")

@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Iterable, Optional, Tuple
 
 from agent.errors import SettingsError
-from agent.settings import Settings, get_bool, get_float, get_int, get_list, get_path, get_str
+from agent.settings import (
+    SETTINGS_KEYS,
+    Settings,
+    get_bool,
+    get_float,
+    get_int,
+    get_list,
+    get_path,
+    get_str,
+)
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 UNIT_PATTERN = re.compile(r"[A-Za-z0-9:_.\\@-]{1,256}")
@@ -78,20 +87,9 @@ class ManagedSettings:
     run_command: RunCommandSettings = RunCommandSettings()
 
 
-_KEYS = {
-    "managed": ("step_timeout_seconds",),
-    "services": ("allowed", "systemctl", "timeout_seconds", "agent_unit"),
-    "reboot": ("enabled", "command", "boot_id_file", "wait_seconds"),
-    "download": (
-        "directory",
-        "max_bytes",
-        "ca_file",
-        "allowed_hosts",
-        "timeout_seconds",
-        "retries",
-        "retry_delay_seconds",
-    ),
-    "run_command": ("enabled", "allowed_commands", "allowed_users", "path"),
+_KEYS = {  # declared with every other section's keys
+    name: tuple(sorted(SETTINGS_KEYS[name]))
+    for name in ("managed", "services", "reboot", "download", "run_command")
 }
 
 

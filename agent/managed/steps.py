@@ -31,7 +31,7 @@ from agent.managed.document import (
     masked_document_key,
     parse_managed_document,
 )
-from agent.managed.process import current_user
+from agent.process import current_user
 from job_client import AGENT_SHUTTING_DOWN
 
 log = logging.getLogger(__name__)
