@@ -6,6 +6,7 @@ settings the component writes are valid settings with the nucleus's client ids a
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -260,3 +261,12 @@ def test_shutdown_stops_the_service(fake_systemctl):
     env, log, _ = fake_systemctl
     subprocess.run(["bash", str(LIFECYCLE), "shutdown"], env=env, check=True, timeout=30)
     assert calls(log) == ["stop iot-jobs-agent.service"]
+
+
+def test_the_deployment_example_names_the_recipes_component_version_and_keys(recipe):
+    components = json.loads((REPO / "greengrass" / "components.json").read_text())
+    assert list(components) == [recipe["ComponentName"]]
+    (component,) = components.values()
+    assert component["componentVersion"] == recipe["ComponentVersion"]
+    merged = json.loads(component["configurationUpdate"]["merge"])
+    assert set(merged) <= set(recipe["ComponentConfiguration"]["DefaultConfiguration"])
