@@ -35,11 +35,20 @@ accepted it (or said the execution is terminal or gone). After a restart the pen
 status is delivered first. An interrupted execution (RUNNING in the journal, and start-next
 hands it back) is run again when its handler is ``safe_to_rerun``, up to ``max_attempts``
 starts in all, else reported FAILED with the reason "interrupted by agent restart".
+
+Stopping. ``stop()`` takes no new job and tells the running handler (``should_stop()``,
+``stop_cause`` ``StopReason.AGENT_STOPPING``). A job is never reported FAILED because the agent
+stops: a handler that finishes within the grace period reports as usual; one that leaves work
+running (raises ``JobHandedOver``, as the APT handler does while dpkg runs) is handed to the
+next start; one still running when the grace period ends is handed over too, its journal
+record left RUNNING, so the next start, which knows the run was interrupted, runs it again
+when its handler is ``safe_to_rerun`` or reports it FAILED "interrupted by agent restart".
+A second ``stop()`` with a shorter grace period (jobs_agent.py: a second SIGTERM or SIGINT)
+ends the grace period at once.
 """
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import queue
@@ -47,20 +56,45 @@ import random
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Mapping, MutableMapping, Optional, Tuple
-
-from AWSIoTPythonSDK.exception.operationError import operationError
-from AWSIoTPythonSDK.exception.operationTimeoutException import operationTimeoutException
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 from agent.activity import Activity
+from agent.dispatch import Filter, Handlers, Registration, document_problem
 from agent.errors import JobError, JobFailed, JobHandedOver, JobRejected
-from agent.journal import JobRecord, Journal, JournalState, Phase
-from agent.messages import first_duplicate_key, parse_message
+from agent.job import (
+    Handler,
+    JobContext,
+    Outcome,
+    Status,
+    StopReason,
+    failure_details,
+    outcome_of_error,
+)
+from agent.jobs_replies import ServiceReplies
+from agent.jobs_state import (
+    RUN_ID_KEY,
+    SUBSCRIPTIONS,
+    Event,
+    Execution,
+    JobPhase,
+    Mode,
+    Request,
+    RequestKind,
+    Send,
+)
+from agent.journal import JobRecord, Journal, Phase
+from agent.messages import parse_message
+from agent.mqtt import JobsConnection
+from agent.recovery import (
+    INTERRUPTED_REASON,
+    Action,
+    Decision,
+    Ledger,
+    final_outcome,
+)
 from agent.status_details import fit_status_details
 
 __all__ = [
-    "AGENT_SHUTTING_DOWN",
     "JobClient",
     "JobContext",
     "JobFailed",
@@ -68,223 +102,20 @@ __all__ = [
     "JobRejected",
     "Outcome",
     "Status",
+    "StopReason",
 ]
 
 log = logging.getLogger(__name__)
 
-Filter = Callable[[Any], Any]
-Handler = Callable[[dict, "JobContext"], Optional[Mapping[str, str]]]
+# Kept for tests/test_apt_handler.py and tests/apt_helpers.StandInJob until they use the real
+# JobContext: handlers ask JobContext.agent_stopping() (agent/job.py's StopReason).
+AGENT_SHUTTING_DOWN = StopReason.AGENT_STOPPING.value
+
 # Checks a claimed document before any filter or handler sees it: returns the document to
 # dispatch (e.g. without a signature field) or raises JobRejected/JobFailed with the reason.
 DocumentGate = Callable[[str, Dict[str, Any]], Dict[str, Any]]
 
-QOS = 1
-RUN_ID_KEY = "agentRun"  # statusDetails key start-next sets, naming the agent run that claimed
-RETRYABLE_CODES = frozenset(("RequestThrottled", "InternalError"))
-GONE_CODES = frozenset(("InvalidStateTransition", "TerminalStateReached", "ResourceNotFound"))
-SERVICE_TERMINAL_STATUSES = frozenset(
-    ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "CANCELED", "REMOVED")
-)
-INTERRUPTED_REASON = "interrupted by agent restart"
-AGENT_SHUTTING_DOWN = "agent shutting down"  # JobContext.stop_reason once the agent stops
-
-
-class Status(str, enum.Enum):
-    """The execution statuses a device reports."""
-
-    IN_PROGRESS = "IN_PROGRESS"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    REJECTED = "REJECTED"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """A final status and the statusDetails that explain it."""
-
-    status: Status
-    details: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def failed(cls, reason: str, code: Optional[str] = None, **details: str) -> Outcome:
-        return cls(Status.FAILED, failure_details(reason, code, details))
-
-    @classmethod
-    def rejected(cls, reason: str, code: Optional[str] = None, **details: str) -> Outcome:
-        return cls(Status.REJECTED, failure_details(reason, code, details))
-
-
-def failure_details(
-    reason: str, code: Optional[str], details: Optional[Mapping[str, Any]] = None
-) -> Dict[str, str]:
-    """statusDetails for FAILED/REJECTED: ``reason`` and ``errorCode`` first, so they survive
-    the ten-pair limit, then the extra ``details``."""
-    result: Dict[str, Any] = {"reason": reason}
-    if code:
-        result["errorCode"] = code
-    for key, value in (details or {}).items():
-        result.setdefault(key, value)
-    return fit_status_details(result)
-
-
-def outcome_of_error(error: JobError) -> Outcome:
-    """The final status a handler's JobRejected/JobFailed asks for."""
-    status = Status.REJECTED if isinstance(error, JobRejected) else Status.FAILED
-    return Outcome(status, failure_details(error.reason, error.code, error.details))
-
-
-def _text(value: Any) -> Optional[str]:
-    """``value`` when it is a string (service messages are untrusted), else None."""
-    return value if isinstance(value, str) else None
-
-
-def _list(value: Any) -> list:
-    """``value`` when it is a list, else an empty one."""
-    return value if isinstance(value, list) else []
-
-
-def _document_problem(job: _Job) -> str:
-    """Why the job document cannot be handed to any handler ("" when it can)."""
-    if job.document_cut:
-        return "job document is nested too deeply to read"
-    if not isinstance(job.document, dict):
-        return "job document is not a JSON object"
-    duplicate = first_duplicate_key(job.document)
-    if duplicate is not None:
-        return f"job document is ambiguous: key {duplicate!r} is given more than once"
-    return ""
-
-
-class _JobLogAdapter(logging.LoggerAdapter):
-    """Prefixes every line with the job id."""
-
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> Tuple[Any, Any]:
-        return f"job {self.extra['job_id']}: {msg}", kwargs
-
-
-class JobContext:
-    """What a handler knows about its job and how it talks back.
-
-    ``job_id``, ``execution_number``, ``attempt`` (1 on the first run, more when resumed after
-    an agent restart) and ``log`` (a logger adapter that prefixes the job id).
-    """
-
-    def __init__(self, job_id: str, execution_number: int, attempt: int, wake: Callable[[], None]):
-        self.job_id = job_id
-        self.execution_number = execution_number
-        self.attempt = attempt
-        self.log = _JobLogAdapter(logging.getLogger("job_client.handler"), {"job_id": job_id})
-        self._wake = wake
-        self._lock = threading.Lock()  # guards _unsent and _latest
-        self._unsent: Optional[Dict[str, str]] = None
-        self._latest: Optional[Dict[str, str]] = None
-        self._stop = threading.Event()
-        self._stop_reason = ""
-
-    def report_progress(self, details: Mapping[str, Any]) -> None:
-        """Report IN_PROGRESS with these statusDetails. Never blocks.
-
-        Updates are throttled (the latest details win) and each one also refreshes the step
-        timeout. Raises TypeError if ``details`` is not a mapping.
-        """
-        fitted = fit_status_details(details)
-        with self._lock:
-            had_unsent = self._unsent is not None
-            self._unsent = fitted
-            self._latest = fitted
-        if not had_unsent:
-            self._wake()
-
-    def should_stop(self) -> bool:
-        """True once the service ended the job (canceled, timed out, deleted) or the agent is
-        shutting down; a handler should then finish or give up as soon as it safely can."""
-        return self._stop.is_set()
-
-    @property
-    def stop_reason(self) -> str:
-        """Why ``should_stop()`` is true ("" while it is not)."""
-        return self._stop_reason
-
-    def wait(self, seconds: float) -> bool:
-        """Sleep up to ``seconds``, waking early when the job should stop; returns
-        ``should_stop()``."""
-        return self._stop.wait(seconds)
-
-    def _request_stop(self, reason: str) -> None:
-        if not self._stop.is_set():
-            self._stop_reason = reason
-            self._stop.set()
-
-    def _take_unsent(self) -> Optional[Dict[str, str]]:
-        with self._lock:
-            unsent, self._unsent = self._unsent, None
-            return unsent
-
-    def _has_unsent(self) -> bool:
-        with self._lock:
-            return self._unsent is not None
-
-    def _latest_details(self) -> Optional[Dict[str, str]]:
-        with self._lock:
-            return self._latest
-
-
-@dataclass(frozen=True)
-class _Registration:
-    filter: Filter
-    value: Any
-    handler: Handler
-    safe_to_rerun: bool
-
-
-@dataclass
-class _Job:
-    """The execution in hand, as the protocol thread sees it."""
-
-    job_id: str
-    execution_number: int
-    version: int
-    attempt: int = 0
-    document: Any = None
-    registration: Optional[_Registration] = None
-    context: Optional[JobContext] = None
-    final: Optional[Outcome] = None  # decided, not yet acknowledged
-    final_fallback: int = 0  # how far the final statusDetails were cut after InvalidRequest
-    gone: str = ""  # why the service no longer takes updates for it
-    document_cut: bool = False  # parts nested too deeply to read were cut from the message
-    last_update_at: float = 0.0
-    next_progress_at: float = 0.0
-    check_wanted: bool = False
-
-    @property
-    def key(self) -> Tuple[str, int]:
-        return (self.job_id, self.execution_number)
-
-
-class _Kind(enum.Enum):
-    CLAIM = "start-next"
-    UPDATE = "update"
-
-
-@dataclass
-class _Request:
-    kind: _Kind
-    token: str
-    deadline: float
-    job: Optional[_Job] = None
-    status: Optional[Status] = None
-
-
-class _Event(enum.Enum):
-    MESSAGE = "message"
-    ONLINE = "online"
-    OFFLINE = "offline"
-    PROGRESS = "progress"
-    DONE = "done"
-    STOP = "stop"
-
-
-class JobClient:
+class JobClient(ServiceReplies):
     """Runs AWS IoT Jobs for one thing, one at a time, through registered handlers.
 
     ``mqtt_client`` is a configured, not yet connected ``AWSIoTMQTTClient`` (see
@@ -329,9 +160,12 @@ class JobClient:
             )
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
-        self._mqtt = mqtt_client
+        self._link = JobsConnection(
+            mqtt_client,
+            keepalive_seconds=keepalive_seconds,
+            explain_failure=explain_connection_failure,
+        )
         self.thing_name = thing_name
-        self._journal = journal
         self._step_timeout_minutes = step_timeout_minutes
         self._heartbeat_seconds = heartbeat_seconds
         self._progress_interval = progress_interval_seconds
@@ -340,13 +174,11 @@ class JobClient:
         self._retry_max = retry_max_seconds
         self._poll_interval = poll_interval_seconds
         self._max_attempts = max_attempts
-        self._keepalive = keepalive_seconds
         self._on_ready = on_ready
-        self._explain = explain_connection_failure
         self._document_gate = document_gate
         self._activity = activity if activity is not None else Activity()
         self._prefix = f"$aws/things/{thing_name}/jobs/"
-        self._handlers: list = []
+        self._handlers = Handlers()
         self._run_id = uuid.uuid4().hex[:12]
 
         self.ready = threading.Event()
@@ -360,22 +192,19 @@ class JobClient:
         self._worker_thread: Optional[threading.Thread] = None
 
         # Protocol state: touched only by the protocol thread once started.
-        self._state = JournalState()
-        self._state_unsaved = False  # _state differs from the journal file (see _finish)
-        self._journal_trusted = False
-        self._job: Optional[_Job] = None
+        self._ledger = Ledger(journal)
+        self._job: Optional[Execution] = None
         self._worker_busy = False
         self._worker_job_id = ""
-        self._inflight: Optional[_Request] = None
+        self._inflight: Optional[Request] = None
         self._claim_wanted = True
         self._failures = 0
         self._retry_at = 0.0
         self._next_poll_at = 0.0
-        self._stopping = False
+        self._mode = Mode.CONNECTING
         self._stop_deadline = 0.0
-        self._stop_grace = 0.0
+        self._stop_started = 0.0
         self._final_deadline: Optional[float] = None
-        self._connected_once = False
 
     # public API
 
@@ -394,15 +223,9 @@ class JobClient:
         interrupted by an agent restart may be started again. Raises TypeError for a filter or
         handler that is not callable, RuntimeError after ``start()``.
         """
-        if not callable(filter):
-            raise TypeError(f"filter must be callable, got {filter!r}")
-        if not callable(handler):
-            raise TypeError(f"handler must be callable, got {handler!r}")
         if self._protocol_thread is not None:
             raise RuntimeError("add_handler() must be called before start()")
-        if safe_to_rerun is None:
-            safe_to_rerun = bool(getattr(handler, "safe_to_rerun", False))
-        self._handlers.append(_Registration(filter, value, handler, safe_to_rerun))
+        self._handlers.add(filter, value, handler, safe_to_rerun)
 
     def start(self) -> None:
         """Start the protocol and worker threads and return at once.
@@ -413,15 +236,9 @@ class JobClient:
         """
         if self._protocol_thread is not None:
             raise RuntimeError("JobClient already started")
-        if self._journal is not None:
-            self._state = self._journal.load()
-            self._journal_trusted = self._journal.trusted
-            # Write at once: a state directory we cannot write is a start-up error, and from
-            # now on the journal file exists, so its silence about an execution is meaningful.
-            self._journal.save(self._state)
+        self._ledger.open()
         self._restore_pending_final()
-        self._mqtt.onOnline = self._sdk_online
-        self._mqtt.onOffline = self._sdk_offline
+        self._link.on_state(self._sdk_online, self._sdk_offline)
         self._worker_thread = threading.Thread(target=self._work_loop, name="jobs-worker")
         self._worker_thread.daemon = True  # a hung handler must not keep the process alive
         self._protocol_thread = threading.Thread(target=self._protocol_main, name="jobs-protocol")
@@ -430,17 +247,25 @@ class JobClient:
         self._protocol_thread.start()
 
     def stop(self, grace_seconds: Optional[float] = None, *, wait: bool = True) -> None:
-        """Take no new job, let the running one finish within ``grace_seconds`` (default: the
-        constructor's ``shutdown_grace_seconds``), else report it FAILED; deliver the final
-        status if the service answers in time, and disconnect.
+        """Take no new job, tell the running handler to stop (``StopReason.AGENT_STOPPING``)
+        and let it finish within ``grace_seconds`` (default: the constructor's
+        ``shutdown_grace_seconds``); deliver the final status if the service answers in time,
+        and disconnect. A handler still running when the grace period ends is handed over to
+        the next start, never reported FAILED for the stop. Calling ``stop`` again with a
+        shorter grace period (a second SIGTERM) ends the grace period sooner.
 
         With ``wait`` (the default) returns once all that is done; else at once (see
         ``wait_stopped``)."""
         grace = self._grace_seconds if grace_seconds is None else grace_seconds
         self._stop_requested.set()
-        self._events.put((_Event.STOP, grace))
-        if wait and not self.wait_stopped(grace + 3 * self._request_timeout + 30):
+        self._events.put((Event.STOP, grace))
+        if wait and not self.wait_stopped(self.stop_timeout(grace)):
             log.error("protocol thread did not stop in time")
+
+    def stop_timeout(self, grace_seconds: float) -> float:
+        """How long a stop with ``grace_seconds`` may take at most: the grace period, then the
+        final status's requests and the disconnect."""
+        return grace_seconds + 3 * self._request_timeout + 30
 
     def wait_stopped(self, timeout: Optional[float] = None) -> bool:
         """Wait up to ``timeout`` seconds for the client to stop; True once it has."""
@@ -467,12 +292,12 @@ class JobClient:
     def _sdk_online(self) -> None:
         self._online = True
         self.last_online = time.monotonic()
-        self._events.put((_Event.ONLINE, None))
+        self._events.put((Event.ONLINE, None))
 
     def _sdk_offline(self) -> None:
         self._online = False
         self._offline_since = time.monotonic()
-        self._events.put((_Event.OFFLINE, None))
+        self._events.put((Event.OFFLINE, None))
 
     def _sdk_message(self, client: Any, userdata: Any, message: Any) -> None:
         # Whatever arrives, nothing may escape: an exception here kills the SDK's only
@@ -482,7 +307,7 @@ class JobClient:
         except ValueError as error:
             log.warning("ignoring a message on %s: %s", message.topic, error)
             return
-        self._events.put((_Event.MESSAGE, (message.topic, payload, cut)))
+        self._events.put((Event.MESSAGE, (message.topic, payload, cut)))
 
     # worker thread
 
@@ -491,11 +316,12 @@ class JobClient:
             job = self._work.get()
             if job is None:
                 return
-            outcome = self._run_handler(job)
-            self._events.put((_Event.DONE, (job, outcome)))
+            outcome = self._run_matching_handler(job)
+            self._events.put((Event.DONE, (job, outcome)))
 
-    def _run_handler(self, job: _Job) -> Outcome:
-        """Run the handler: the one place every handler exception is caught."""
+    def _run_matching_handler(self, job: Execution) -> Outcome:
+        """Run the handler of the first registration whose filter matched the document (chosen
+        in ``_begin``): the one place every handler exception is caught."""
         registration, context = job.registration, job.context
         assert registration is not None and context is not None
         context.log.info("started (attempt %d)", job.attempt)
@@ -530,70 +356,30 @@ class JobClient:
 
     def _connect(self) -> bool:
         """Connect and subscribe, retrying with backoff; False when stopped first."""
-        delay = 1.0
-        while not self._stop_requested.is_set():
-            try:
-                self._mqtt.connect(self._keepalive)
-                try:
-                    self._subscribe()
-                except (operationError, operationTimeoutException, OSError):
-                    self._disconnect_quietly()
-                    raise
-                log.info("connected; listening for jobs for thing %s", self.thing_name)
-                return True
-            except (operationError, operationTimeoutException, OSError) as error:
-                log.error(
-                    "cannot connect or subscribe (%s: %s)%s; retrying in %.0f s",
-                    type(error).__name__,
-                    error,
-                    self._explanation(),
-                    delay,
-                )
-                if isinstance(error, operationTimeoutException):
-                    # The SDK keeps its network thread after a connect timeout: stop it, or
-                    # the next connect() would run beside it.
-                    self._disconnect_quietly()
-            if self._stop_requested.wait(delay):
-                break
-            delay = min(delay * 2, 60.0)
-        return False
-
-    def _explanation(self) -> str:
-        """ "; <why>" when the caller can tell why connecting fails (an expired certificate)."""
-        why = self._explain() if self._explain is not None else None
-        return f"; {why}" if why else ""
-
-    def _subscribe(self) -> None:
-        for suffix in (
-            "notify-next",
-            "notify",
-            "start-next/accepted",
-            "start-next/rejected",
-            "+/update/accepted",
-            "+/update/rejected",
+        self._activity.connecting(None)
+        topics = [self._prefix + suffix for suffix in SUBSCRIPTIONS]
+        if not self._link.connect(
+            topics, self._sdk_message, self._stop_requested, self._activity.connecting
         ):
-            self._mqtt.subscribe(self._prefix + suffix, QOS, self._sdk_message)
-
-    def _disconnect_quietly(self) -> None:
-        try:
-            self._mqtt.disconnect()
-        except (operationError, operationTimeoutException, OSError) as error:
-            log.warning("disconnect failed: %s", error)
+            return False
+        log.info("connected; listening for jobs for thing %s", self.thing_name)
+        self._activity.connected()
+        return True
 
     def _shut_down(self) -> None:
         self._save_unsaved(force=True)
-        if self._connected_once or self._online:
-            self._disconnect_quietly()
+        if self._mode is not Mode.CONNECTING or self._online:
+            self._link.disconnect()
         self._online = False
         self._work.put(None)
         if self._worker_busy:
-            log.warning("job %s: handler still running at exit; abandoned", self._worker_job_id)
+            log.info("job %s: handler still running at exit", self._worker_job_id)
         elif self._worker_thread is not None:
             self._worker_thread.join(5)
         log.info("job client stopped")
 
     def _loop(self) -> None:
-        self._connected_once = True
+        self._mode = Mode.LISTENING
         while not self._done_stopping():
             timeout = self._next_wakeup()
             try:
@@ -621,12 +407,13 @@ class JobClient:
         if self._inflight is not None:
             times.append(self._inflight.deadline)
         elif self._online:
-            if self._wants_to_send():
-                times.append(max(self._retry_at, self._send_time(now)))
-            if job is None and not self._stopping:
+            wanted = self._next_send(now)
+            if wanted is not None:
+                times.append(max(self._retry_at, wanted[0]))
+            if job is None and self._mode is not Mode.STOPPING:
                 times.append(self._next_poll_at)
-        if self._stopping:
-            if job is not None and job.final is None and not job.gone and self._worker_busy:
+        if self._mode is Mode.STOPPING:
+            if job is not None and job.phase is JobPhase.RUNNING and self._worker_busy:
                 times.append(self._stop_deadline)
             if self._final_deadline is not None:
                 times.append(self._final_deadline)
@@ -634,39 +421,46 @@ class JobClient:
             return None
         return max(0.0, min(times) - now)
 
-    def _wants_to_send(self) -> bool:
+    def _next_send(self, now: float) -> Optional[Tuple[float, Send]]:
+        """The request to send next and when it is due (None: nothing to send): the one place
+        that decides it (``_next_wakeup`` waits for it, ``_pump`` sends it)."""
         job = self._job
-        if job is not None:
-            return not job.gone and (job.final is not None or self._worker_busy)
-        return self._claim_wanted and not self._stopping
+        if job is None:
+            if self._claim_wanted and self._mode is not Mode.STOPPING:
+                return now, Send.CLAIM
+            return None
+        if job.phase is JobPhase.FINAL:
+            return now, Send.FINAL
+        if job.phase is JobPhase.GONE or not self._worker_busy:
+            return None
+        heartbeat_at = now if job.check_wanted else job.last_update_at + self._heartbeat_seconds
+        context = job.context
+        if context is not None and context._has_unsent():
+            if job.next_progress_at <= max(now, heartbeat_at):
+                return job.next_progress_at, Send.PROGRESS
+        return heartbeat_at, Send.HEARTBEAT
 
-    def _send_time(self, now: float) -> float:
-        """When the job in hand next needs an update (claims: now)."""
-        job = self._job
-        if job is None or job.final is not None:
-            return now
-        if job.check_wanted:
-            return now
-        times = [job.last_update_at + self._heartbeat_seconds]
-        if job.context is not None and job.context._has_unsent():
-            times.append(job.next_progress_at)
-        return min(times)
-
-    def _handle(self, kind: _Event, data: Any) -> None:
-        if kind is _Event.MESSAGE:
+    def _handle(self, kind: Event, data: Any) -> None:
+        if kind is Event.MESSAGE:
             self._on_message(*data)
-        elif kind is _Event.ONLINE:
+        elif kind is Event.ONLINE:
             self._on_online()
-        elif kind is _Event.OFFLINE:
-            log.warning("connection lost%s; the SDK reconnects with backoff", self._explanation())
-        elif kind is _Event.DONE:
+        elif kind is Event.OFFLINE:
+            why = self._link.explanation()
+            log.warning("connection lost%s; the SDK reconnects with backoff", why)
+            self._activity.offline()
+        elif kind is Event.DONE:
             self._on_handler_done(*data)
-        elif kind is _Event.STOP:
+        elif kind is Event.STOP:
             self._on_stop(data)
-        # _Event.PROGRESS only wakes the loop; _pump sends it.
+        elif kind is Event.PROGRESS:  # _pump sends it
+            job = self._job
+            if job is not None and job.context is not None:
+                self._show_phase(job, job.context._latest_details())
 
     def _on_online(self) -> None:
         log.info("online")
+        self._activity.connected()
         self._failures = 0
         self._retry_at = 0.0
         if self._inflight is not None:
@@ -675,35 +469,38 @@ class JobClient:
         job = self._job
         if job is None:
             self._claim_wanted = True
-        elif job.final is None and not job.gone:
+        elif job.phase is JobPhase.RUNNING:
             job.check_wanted = True  # notifications may have been missed while offline
 
     def _on_stop(self, grace: float) -> None:
-        if self._stopping:
-            self._stop_deadline = min(self._stop_deadline, time.monotonic() + grace)
+        if self._mode is Mode.STOPPING:
+            if time.monotonic() + grace < self._stop_deadline:
+                log.info("stopping sooner: the grace period ends in %g s", grace)
+                self._stop_deadline = time.monotonic() + grace
             return
         log.info("stopping: taking no new job")
-        self._stopping = True
-        self._stop_grace = grace
+        self._activity.stopping()
+        self._mode = Mode.STOPPING
+        self._stop_started = time.monotonic()
         self._claim_wanted = False
         self._stop_deadline = time.monotonic() + grace
         job = self._job
         if job is not None and job.context is not None:
-            job.context._request_stop(AGENT_SHUTTING_DOWN)
-        if job is not None and self._worker_busy and job.final is None:
+            job.context._request_stop(StopReason.AGENT_STOPPING)
+        if job is not None and self._worker_busy and job.phase is not JobPhase.FINAL:
             log.info("job %s: waiting up to %g s for it to finish", job.job_id, grace)
-        if job is not None and job.final is not None and self._final_deadline is None:
+        if job is not None and job.phase is JobPhase.FINAL and self._final_deadline is None:
             self._final_deadline = time.monotonic() + self._request_timeout
 
     def _done_stopping(self) -> bool:
-        if not self._stopping:
+        if self._mode is not Mode.STOPPING:
             return False
         job = self._job
-        if job is not None and not job.gone:
-            if job.final is None:
+        if job is not None and job.phase is not JobPhase.GONE:
+            if job.phase is JobPhase.RUNNING:
                 return False  # the handler runs; _on_timers ends it at the deadline
             return self._final_deadline is not None and time.monotonic() >= self._final_deadline
-        if self._inflight is not None and self._inflight.kind is _Kind.CLAIM:
+        if self._inflight is not None and self._inflight.kind is RequestKind.CLAIM:
             return False  # learn what the claim took, so the journal can record it
         return True
 
@@ -719,12 +516,11 @@ class JobClient:
             if request.job is not None and request.status is Status.IN_PROGRESS:
                 request.job.check_wanted = True
         job = self._job
-        if self._stopping and now >= self._stop_deadline and job is not None:
-            if job.final is None and not job.gone and self._worker_busy:
-                reason = f"agent shut down before the job finished (waited {self._stop_grace:g} s)"
-                log.warning("job %s: %s; reporting FAILED", job.job_id, reason)
-                self._decide_final(job, Outcome.failed(reason, "AGENT_SHUTDOWN"))
-        if job is None and not self._stopping and self._online and now >= self._next_poll_at:
+        if self._mode is Mode.STOPPING and now >= self._stop_deadline and job is not None:
+            if job.phase is JobPhase.RUNNING and self._worker_busy:
+                self._hand_over_unfinished(job)
+        listening = self._mode is not Mode.STOPPING
+        if job is None and listening and self._online and now >= self._next_poll_at:
             self._claim_wanted = True
 
     def _back_off(self, now: float) -> None:
@@ -733,45 +529,39 @@ class JobClient:
         self._retry_at = now + delay * random.uniform(0.5, 1.0)  # jitter spreads a fleet
 
     def _pump(self, now: float) -> None:
-        """Send the next request when none is in flight and something is due."""
+        """Send the next request when none is in flight and one is due."""
         if self._inflight is not None or not self._online or now < self._retry_at:
             return
-        job = self._job
-        if job is not None:
-            if job.gone:
-                return
-            if job.final is not None:
-                self._send_update(job, job.final.status, self._final_details(job))
-                return
-            if not self._worker_busy:
-                return
-            context = job.context
-            if context is not None and context._has_unsent() and now >= job.next_progress_at:
-                if self._send_update(job, Status.IN_PROGRESS, context._latest_details()):
-                    context._take_unsent()
-                    job.next_progress_at = now + self._progress_interval
-            elif job.check_wanted or now >= job.last_update_at + self._heartbeat_seconds:
-                latest = context._latest_details() if context is not None else None
-                self._send_update(job, Status.IN_PROGRESS, latest)
+        wanted = self._next_send(now)
+        if wanted is None or now < wanted[0]:
             return
-        if self._claim_wanted and not self._stopping:
+        what, job = wanted[1], self._job
+        if what is Send.CLAIM or job is None:
             self._send_claim()
+            return
+        if what is Send.FINAL:
+            assert job.final is not None
+            self._send_update(job, job.final.status, self._final_details(job))
+            return
+        context = job.context
+        latest = context._latest_details() if context is not None else None
+        if self._send_update(job, Status.IN_PROGRESS, latest) and what is Send.PROGRESS:
+            assert context is not None
+            context._take_unsent()
+            job.next_progress_at = now + self._progress_interval
+        self._show_phase(job, latest)
 
     def _publish(self, topic: str, payload: Dict[str, Any]) -> bool:
-        try:
-            self._mqtt.publishAsync(topic, json.dumps(payload), QOS)
+        if self._link.publish(topic, json.dumps(payload)):
             return True
-        except (operationError, operationTimeoutException, OSError) as error:
-            # Not connected (or the SDK still resubscribing after a reconnect): try later.
-            log.debug("publish to %s failed: %s", topic, error)
-            self._back_off(time.monotonic())
-            return False
+        self._back_off(time.monotonic())  # not connected, or still resubscribing: try later
+        return False
 
-    def _new_request(self, kind: _Kind, **kwargs: Any) -> _Request:
-        return _Request(kind, uuid.uuid4().hex, time.monotonic() + self._request_timeout, **kwargs)
+    def _new_request(self, kind: RequestKind, **kwargs: Any) -> Request:
+        return Request(kind, uuid.uuid4().hex, time.monotonic() + self._request_timeout, **kwargs)
 
     def _send_claim(self) -> None:
-        request = self._new_request(_Kind.CLAIM)
+        request = self._new_request(RequestKind.CLAIM)
         payload = {
             "clientToken": request.token,
             "stepTimeoutInMinutes": self._step_timeout_minutes,
@@ -787,8 +577,10 @@ class JobClient:
                 if self._on_ready is not None:
                     self._on_ready()
 
-    def _send_update(self, job: _Job, status: Status, details: Optional[Mapping[str, str]]) -> bool:
-        request = self._new_request(_Kind.UPDATE, job=job, status=status)
+    def _send_update(
+        self, job: Execution, status: Status, details: Optional[Mapping[str, str]]
+    ) -> bool:
+        request = self._new_request(RequestKind.UPDATE, job=job, status=status)
         payload: Dict[str, Any] = {
             "status": status.value,
             "expectedVersion": job.version,
@@ -814,7 +606,7 @@ class JobClient:
             return True
         return False
 
-    def _final_details(self, job: _Job) -> Optional[Mapping[str, str]]:
+    def _final_details(self, job: Execution) -> Optional[Mapping[str, str]]:
         """The final statusDetails, cut down step by step if the service refused them."""
         assert job.final is not None
         if job.final_fallback == 0:
@@ -823,146 +615,7 @@ class JobClient:
             return {"reason": job.final.details["reason"]}
         return None
 
-    # messages
-
-    def _on_message(self, topic: str, payload: Dict[str, Any], cut: bool) -> None:
-        if not topic.startswith(self._prefix):
-            log.warning("ignoring a message on %s: not for thing %s", topic, self.thing_name)
-            return
-        suffix = topic[len(self._prefix) :]
-        if suffix == "notify-next":
-            self._on_notify_next(payload)
-        elif suffix == "notify":
-            self._on_notify(payload)
-        elif suffix in ("start-next/accepted", "start-next/rejected"):
-            request = self._take_reply(_Kind.CLAIM, payload, None)
-            if request is None:
-                return
-            if suffix.endswith("accepted"):
-                self._on_claim_accepted(payload, cut)
-            else:
-                self._on_claim_rejected(payload)
-        else:
-            parts = suffix.split("/")
-            if len(parts) == 3 and parts[1] == "update" and parts[2] in ("accepted", "rejected"):
-                request = self._take_reply(_Kind.UPDATE, payload, parts[0])
-                if request is None:
-                    return
-                if parts[2] == "accepted":
-                    self._on_update_accepted(request, payload)
-                else:
-                    self._on_update_rejected(request, payload)
-            else:
-                log.debug("ignoring a message on %s", topic)
-
-    def _take_reply(
-        self, kind: _Kind, payload: Dict[str, Any], job_id: Optional[str]
-    ) -> Optional[_Request]:
-        """The in-flight request this reply answers, now no longer in flight; else None."""
-        request = self._inflight
-        token = payload.get("clientToken")
-        if request is None or request.kind is not kind or token != request.token:
-            log.debug("ignoring a %s reply with token %r: not awaited", kind.value, token)
-            return None
-        if job_id is not None and (request.job is None or request.job.job_id != job_id):
-            log.warning("ignoring an update reply for job %s: not the job in hand", job_id)
-            return None
-        self._inflight = None
-        return request
-
-    def _on_notify_next(self, payload: Dict[str, Any]) -> None:
-        execution = payload.get("execution")
-        next_id = execution.get("jobId") if isinstance(execution, dict) else None
-        job = self._job
-        if job is None:
-            if next_id is not None:
-                log.debug("notify-next: job %s is next", next_id)
-                self._claim_wanted = True
-        elif next_id != job.job_id and job.final is None and not job.gone:
-            # The head of the queue is no longer our job: it may have been canceled.
-            job.check_wanted = True
-
-    def _on_notify(self, payload: Dict[str, Any]) -> None:
-        jobs = payload.get("jobs")
-        if not isinstance(jobs, dict):
-            return
-        in_progress = _list(jobs.get("IN_PROGRESS"))
-        queued = _list(jobs.get("QUEUED"))
-        job = self._job
-        if job is None:
-            if in_progress or queued:
-                self._claim_wanted = True
-        elif job.final is None and not job.gone:
-            ids = {item.get("jobId") for item in in_progress if isinstance(item, dict)}
-            if job.job_id not in ids:
-                job.check_wanted = True
-
-    def _on_claim_rejected(self, payload: Dict[str, Any]) -> None:
-        code, message = _text(payload.get("code")), _text(payload.get("message"))
-        if code in RETRYABLE_CODES:
-            log.warning("start-next rejected (%s: %s); will retry", code, message)
-            self._claim_wanted = True
-            self._back_off(time.monotonic())
-        else:
-            # Retrying a request the service refuses would only repeat the refusal; the next
-            # notification, reconnect or poll tries again.
-            log.error("start-next rejected (%s: %s)", code, message)
-
-    def _on_claim_accepted(self, payload: Dict[str, Any], cut: bool) -> None:
-        self._failures = 0
-        execution = payload.get("execution")
-        interrupted = self._state.current
-        if not isinstance(execution, dict):
-            log.debug("start-next: no pending job")
-            if interrupted is not None:
-                self._forget_vanished(interrupted)
-            return
-        try:
-            job_id = str(execution["jobId"])
-            execution_number = int(execution["executionNumber"])
-            version = int(execution["versionNumber"])
-        except (KeyError, TypeError, ValueError):
-            log.error(
-                "start-next reply without jobId/executionNumber/versionNumber (keys: %s)",
-                ", ".join(sorted(map(str, execution))),
-            )
-            return
-        if interrupted is not None and interrupted.key != (job_id, execution_number):
-            self._forget_vanished(interrupted)
-            interrupted = None
-        job = _Job(job_id, execution_number, version, last_update_at=time.monotonic())
-        job.document = execution.get("jobDocument")
-        job.document_cut = cut
-        self._job = job
-        details = execution.get("statusDetails")
-        claimed_now = isinstance(details, dict) and details.get(RUN_ID_KEY) == self._run_id
-        if self._state.has_finished(job_id, execution_number):
-            log.error("job %s: execution %d already finished here", job_id, execution_number)
-            self._decide_final(
-                job,
-                Outcome.failed(
-                    f"this agent already ran execution {execution_number}; not running it twice",
-                    "DUPLICATE",
-                ),
-            )
-        elif interrupted is not None and interrupted.phase is Phase.FINAL:
-            self._resume_final(job, interrupted)
-        elif interrupted is not None and interrupted.phase is Phase.RUNNING:
-            self._begin(job, interrupted.attempt + 1, interrupted=True)
-        elif interrupted is not None and interrupted.phase is Phase.HANDED_OVER:
-            log.info("job %s: continuing after the agent restart, as its handler asked", job_id)
-            self._begin(job, interrupted.attempt + 1, interrupted=False)
-        elif claimed_now or interrupted is not None or self._journal_trusted:
-            # Claimed now, or claimed by an earlier run that never started it: the journal
-            # records RUNNING before any handler starts.
-            self._begin(job, 1, interrupted=False)
-        else:
-            log.warning(
-                "job %s: IN_PROGRESS since before this run and the journal has no record; "
-                "treating it as interrupted",
-                job_id,
-            )
-            self._begin(job, 2, interrupted=True)
+    # what to do with a claimed execution (the replies are read in agent/jobs_replies.py)
 
     def _forget_vanished(self, record: JobRecord) -> None:
         log.warning(
@@ -970,131 +623,127 @@ class JobClient:
             "the agent was away); forgetting it",
             record.job_id,
         )
-        self._save(self._state.with_current(None))
+        self._ledger.record(None)
 
-    def _select(self, document: Any) -> Optional[_Registration]:
-        for registration in self._handlers:
-            try:
-                if registration.filter(document) == registration.value:
-                    return registration
-            except Exception as error:  # a filter choking on a document does not match
-                log.debug("filter %r raised %s: no match", registration.filter, error)
-        return None
-
-    def _no_handler_reason(self, document: Any) -> str:
-        seen = []
-        for registration in self._handlers:
-            try:
-                value = registration.filter(document)
-            except Exception:  # a filter choking on a document: say so in the reason
-                value = "<unreadable>"
-            name = getattr(registration.filter, "__name__", "filter")
-            seen.append(f"{name} gave {value!r}")
-        handled = sorted({repr(r.value) for r in self._handlers})
-        detail = "; ".join(dict.fromkeys(seen)) or "no handlers registered"
-        return f"no handler accepts this job document ({detail}; handled: {', '.join(handled)})"
-
-    def _begin(self, job: _Job, attempt: int, interrupted: bool) -> None:
-        """Start the handler for the claimed ``job``, or decide its final status at once."""
-        job.attempt = attempt
-        if self._stopping:
-            log.info("job %s: claimed while stopping; left for the next start", job.job_id)
-            current = self._state.current
-            if current is None or current.key != job.key:
-                # Keep a record the journal has (RUNNING stays RUNNING: the next start must
-                # still see the job as interrupted); else note the claim.
-                record = JobRecord(job.job_id, job.execution_number, job.version, Phase.CLAIMED)
-                self._save(self._state.with_current(record))
-            self._job = None
-            return
-        problem = _document_problem(job)
+    def _dispatch_verdict(self, job: Execution) -> Union[Registration, Outcome]:
+        """The registration that runs ``job``'s document, or the final status refusing it;
+        the document gate runs first and may replace the document."""
+        problem = document_problem(job.document, job.document_cut)
         if problem:
             log.warning("job %s: %s; rejecting", job.job_id, problem)
-            self._decide_final(job, Outcome.rejected(problem, "INVALID_DOCUMENT"))
-            return
+            return Outcome.rejected(problem, "INVALID_DOCUMENT")
         if self._document_gate is not None:
             try:
                 job.document = self._document_gate(job.job_id, job.document)
             except JobError as error:
                 outcome = outcome_of_error(error)
                 log.warning("job %s: %s; %s", job.job_id, error.reason, outcome.status.value)
-                self._decide_final(job, outcome)
-                return
-        registration = self._select(job.document)
+                return outcome
+        registration = self._handlers.select(job.document)
         if registration is None:
-            reason = self._no_handler_reason(job.document)
+            reason = self._handlers.explain_no_match(job.document)
             log.warning("job %s: %s; rejecting", job.job_id, reason)
-            self._decide_final(job, Outcome.rejected(reason, "NO_HANDLER"))
-            return
-        if interrupted and not registration.safe_to_rerun:
-            log.warning("job %s: %s; handler is not safe to re-run", job.job_id, INTERRUPTED_REASON)
-            self._decide_final(job, Outcome.failed(INTERRUPTED_REASON, "INTERRUPTED"))
-            return
-        if attempt > self._max_attempts:
-            reason = f"{INTERRUPTED_REASON} {attempt - 1} times; giving up"
-            log.warning("job %s: %s", job.job_id, reason)
-            self._decide_final(job, Outcome.failed(reason, "INTERRUPTED"))
-            return
+            return Outcome.rejected(reason, "NO_HANDLER")
+        return registration
+
+    def _carry_out(self, job: Execution, decision: Decision) -> None:
+        """Do what ``decide`` chose for the claimed ``job``."""
+        job.attempt = decision.attempt
+        action = decision.action
+        if decision.note and action is not Action.RUN:
+            log.log(decision.level, "job %s: %s", job.job_id, decision.note)
+        if action is Action.DELIVER:
+            assert decision.record is not None
+            self._resume_final(job, decision.record)
+        elif action is Action.REPORT:
+            assert decision.outcome is not None
+            self._decide_final(job, decision.outcome)
+        elif action is Action.LEAVE:
+            log.info("job %s: claimed while stopping; left for the next start", job.job_id)
+            current = self._ledger.current
+            if current is None or current.key != job.key:
+                # Keep a record the journal has (RUNNING stays RUNNING: the next start must
+                # still see the job as interrupted); else note the claim.
+                self._ledger.record(
+                    JobRecord(job.job_id, job.execution_number, job.version, Phase.CLAIMED)
+                )
+            self._job = None
+        else:
+            assert decision.registration is not None
+            self._start_handler(job, decision)
+
+    def _start_handler(self, job: Execution, decision: Decision) -> None:
+        """Record the job RUNNING, then hand it to the worker thread."""
+        attempt = decision.attempt
         record = JobRecord(job.job_id, job.execution_number, job.version, Phase.RUNNING, attempt)
         try:
-            self._save(self._state.with_current(record), strict=True)
+            self._ledger.record(record, strict=True)
         except OSError as error:
             # Never run a job we could not record: after a crash we could not tell it ran.
             reason = f"cannot record the job in the journal: {error}"
             self._decide_final(job, Outcome.failed(reason, "JOURNAL_ERROR"))
             return
-        if interrupted:
+        if decision.interrupted:
             log.warning(
-                "job %s: %s; resuming (attempt %d)", job.job_id, INTERRUPTED_REASON, attempt
+                "job %s: %s%s; resuming (attempt %d)",
+                job.job_id,
+                f"{decision.note}; " if decision.note else "",
+                INTERRUPTED_REASON,
+                attempt,
             )
             job.check_wanted = True  # refresh the step timer at once
-        job.registration = registration
+        elif decision.note:
+            log.log(decision.level, "job %s: %s", job.job_id, decision.note)
+        job.registration = decision.registration
         job.context = JobContext(job.job_id, job.execution_number, attempt, self._wake)
         self._worker_busy = True
         self._worker_job_id = job.job_id
         self._work.put(job)
+        self._activity.job_started(job.job_id, attempt)
+
+    def _show_phase(self, job: Execution, details: Optional[Mapping[str, str]]) -> None:
+        """Tell the activity the running job's ``phase`` (a progress key) when it changed."""
+        phase = details.get("phase") if details else None
+        if phase and phase != job.phase_shown:
+            job.phase_shown = phase
+            self._activity.job_phase(job.job_id, phase)
 
     def _wake(self) -> None:
-        self._events.put((_Event.PROGRESS, None))
+        self._events.put((Event.PROGRESS, None))
 
-    def _set_final(self, job: _Job, outcome: Outcome) -> None:
+    def _set_final(self, job: Execution, outcome: Outcome) -> None:
+        job.phase = JobPhase.FINAL
         job.final = outcome
         job.final_fallback = 0
-        if self._stopping and self._final_deadline is None:
+        if self._mode is Mode.STOPPING and self._final_deadline is None:
             # Give the service one request timeout to accept it; the journal keeps it if not.
             self._final_deadline = time.monotonic() + self._request_timeout
 
-    def _decide_final(self, job: _Job, outcome: Outcome) -> None:
+    def _decide_final(self, job: Execution, outcome: Outcome) -> None:
         self._set_final(job, outcome)
-        record = JobRecord(
-            job.job_id,
-            job.execution_number,
-            job.version,
-            Phase.FINAL,
-            job.attempt,
-            status=outcome.status.value,
-            status_details=dict(outcome.details),
+        self._ledger.record_final(
+            job.job_id, job.execution_number, job.version, job.attempt, outcome
         )
-        self._save(self._state.with_current(record))
+        self._activity.job_finished(job.job_id, outcome.status.value, outcome.details.get("reason"))
 
-    def _resume_final(self, job: _Job, record: JobRecord) -> None:
+    def _resume_final(self, job: Execution, record: JobRecord) -> None:
         job.attempt = record.attempt
-        self._set_final(job, Outcome(Status(record.status), dict(record.status_details)))
+        self._set_final(job, final_outcome(record))
         log.info("job %s: delivering final status %s", job.job_id, record.status)
 
     def _restore_pending_final(self) -> None:
-        record = self._state.current
+        record = self._ledger.current
         if record is not None and record.phase is Phase.FINAL:
-            job = _Job(record.job_id, record.execution_number, record.version_number)
+            job = Execution(record.job_id, record.execution_number, record.version_number)
             self._resume_final(job, record)
             self._job = job
 
-    def _on_handler_done(self, job: _Job, outcome: Outcome) -> None:
+    def _on_handler_done(self, job: Execution, outcome: Outcome) -> None:
         self._worker_busy = False
         if job is not self._job:
             log.warning("job %s: handler finished after the job was dropped", job.job_id)
             return
-        if job.gone:
+        if job.phase is JobPhase.GONE:
             log.warning(
                 "job %s: handler finished (%s) after the service ended the job (%s); not reported",
                 job.job_id,
@@ -1103,7 +752,7 @@ class JobClient:
             )
             self._finish(job)
             return
-        if job.final is not None:
+        if job.phase is JobPhase.FINAL:
             log.warning(
                 "job %s: handler finished (%s) after %s was decided; keeping that",
                 job.job_id,
@@ -1118,9 +767,9 @@ class JobClient:
         # after the journal write: from this line on, a restart delivers this outcome
         log.info("job %s: finished: %s", job.job_id, outcome.status.value)
 
-    def _hand_over(self, job: _Job, outcome: Outcome) -> None:
+    def _hand_over(self, job: Execution, outcome: Outcome) -> None:
         """The handler asked to go on at the next start: record that, report nothing."""
-        if not self._stopping:
+        if self._mode is not Mode.STOPPING:
             reason = "the handler handed the job over to a restart, but the agent is not stopping"
             log.error("job %s: %s", job.job_id, reason)
             self._decide_final(job, Outcome.failed(reason, "HANDOVER_REFUSED"))
@@ -1128,15 +777,24 @@ class JobClient:
         record = JobRecord(
             job.job_id, job.execution_number, job.version, Phase.HANDED_OVER, job.attempt
         )
-        self._save(self._state.with_current(record))
-        log.info(
-            "job %s: left IN_PROGRESS for the next start (%s)",
-            job.job_id,
-            outcome.details.get("reason", ""),
-        )
+        self._ledger.record(record)
+        reason = outcome.details.get("reason", "")
+        log.info("job %s: left IN_PROGRESS for the next start (%s)", job.job_id, reason)
+        self._activity.job_handed_over(job.job_id, reason)
         self._job = None
 
-    def _finish(self, job: _Job) -> None:
+    def _hand_over_unfinished(self, job: Execution) -> None:
+        """The grace period ended with the handler still running: leave the job to the next
+        start, never report it FAILED for the stop (what it started may still finish, as dpkg
+        does). The journal keeps it RUNNING, so the next start sees it interrupted and runs
+        it again when its handler is safe to re-run, else reports it FAILED interrupted."""
+        waited = time.monotonic() - self._stop_started
+        reason = f"still running {waited:.0f} s after the stop; handed over to the next start"
+        log.warning("job %s: %s", job.job_id, reason)
+        self._activity.job_handed_over(job.job_id, reason)
+        self._job = None
+
+    def _finish(self, job: Execution) -> None:
         """Forget the job in hand and remember it as finished; look for the next one.
 
         The journal learns this with its next write: the RUNNING record of the job the next
@@ -1146,120 +804,31 @@ class JobClient:
         recorded, and finds a job claimed meanwhile never started, as the journal records
         RUNNING before any start.
         """
-        self._state = self._state.finish(job.job_id, job.execution_number)
-        self._state_unsaved = True
+        self._ledger.finish(job.job_id, job.execution_number)
         self._job = None
-        if not self._stopping:
+        if self._mode is not Mode.STOPPING:
             self._claim_wanted = True
 
-    def _job_gone(self, job: _Job, why: str) -> None:
+    def _job_gone(self, job: Execution, why: str) -> None:
         """The service no longer takes updates for ``job``."""
         if job.context is not None:
-            job.context._request_stop(why)
-        if job.final is not None:
+            job.context._request_stop(StopReason.SERVICE_ENDED, why)
+        if job.phase is JobPhase.FINAL:
             log.warning(
                 "job %s: final status %s not recorded: %s", job.job_id, job.final.status.value, why
             )
             self._finish(job)
         elif self._worker_busy:
             log.warning("job %s: %s; no longer reporting for it", job.job_id, why)
+            job.phase = JobPhase.GONE
             job.gone = why
         else:
             self._finish(job)
-
-    def _on_update_accepted(self, request: _Request, payload: Dict[str, Any]) -> None:
-        job = request.job
-        assert job is not None and request.status is not None
-        self._failures = 0
-        state = payload.get("executionState")
-        if isinstance(state, dict) and isinstance(state.get("versionNumber"), int):
-            job.version = state["versionNumber"]
-        else:
-            job.version += 1
-        job.last_update_at = time.monotonic()
-        if request.status is Status.IN_PROGRESS:
-            log.debug("job %s: IN_PROGRESS accepted (version %d)", job.job_id, job.version)
-            return
-        log.info("job %s: reported %s", job.job_id, request.status.value)
-        self._finish(job)
-
-    def _on_update_rejected(self, request: _Request, payload: Dict[str, Any]) -> None:
-        job = request.job
-        assert job is not None and request.status is not None
-        code, message = _text(payload.get("code")), _text(payload.get("message"))
-        state = payload.get("executionState")
-        service_status = _text(state.get("status")) if isinstance(state, dict) else None
-        now = time.monotonic()
-        if (
-            job.final is not None
-            and request.status is job.final.status
-            and service_status == job.final.status.value
-        ):
-            # An earlier attempt whose reply we missed was applied.
-            log.info("job %s: reported %s (found already recorded)", job.job_id, service_status)
-            self._finish(job)
-        elif code == "VersionMismatch" and service_status not in SERVICE_TERMINAL_STATUSES:
-            if isinstance(state, dict) and isinstance(state.get("versionNumber"), int):
-                job.version = state["versionNumber"]
-                log.info("job %s: version is %d; sending again", job.job_id, job.version)
-            self._failures += 1
-            if self._failures > 2:
-                self._back_off(now)
-            self._resend_later(job, request)
-        elif code in GONE_CODES or code == "VersionMismatch":
-            status_text = f", status {service_status}" if service_status else ""
-            self._job_gone(job, f"the service refused the update ({code}{status_text}: {message})")
-        elif code in RETRYABLE_CODES:
-            log.warning("job %s: update rejected (%s: %s); will retry", job.job_id, code, message)
-            self._back_off(now)
-            self._resend_later(job, request)
-        elif job.final is not None and request.status is job.final.status:
-            job.final_fallback += 1
-            if job.final_fallback > 2:
-                log.error(
-                    "job %s: the service refuses final status %s (%s: %s); giving up; the "
-                    "step timeout will end it",
-                    job.job_id,
-                    request.status.value,
-                    code,
-                    message,
-                )
-                self._finish(job)
-            else:
-                log.error(
-                    "job %s: final status refused (%s: %s); sending it with fewer details",
-                    job.job_id,
-                    code,
-                    message,
-                )
-        else:
-            log.error(
-                "job %s: IN_PROGRESS update refused (%s: %s); dropped", job.job_id, code, message
-            )
-            job.last_update_at = now  # do not retry the same heartbeat at once
-
-    def _resend_later(self, job: _Job, request: _Request) -> None:
-        if request.status is Status.IN_PROGRESS and job.final is None:
-            job.check_wanted = True
-
-    def _save(self, state: JournalState, strict: bool = False) -> None:
-        """Keep ``state`` and write it to the journal. A write error is logged, or raised
-        (OSError) when ``strict``, in which case ``state`` is not kept."""
-        if self._journal is not None:
-            try:
-                self._journal.save(state)
-            except OSError as error:
-                if strict:
-                    raise
-                log.error("cannot write the journal %s: %s", self._journal.path, error)
-        self._state = state
-        self._state_unsaved = False
 
     def _save_unsaved(self, force: bool = False) -> None:
         """Write the state ``_finish`` kept in memory, unless a later save wrote it already or
         (unless ``force``) a claim is on its way: its job's RUNNING record will carry it."""
         request = self._inflight
-        if not force and request is not None and request.kind is _Kind.CLAIM:
+        if not force and request is not None and request.kind is RequestKind.CLAIM:
             return
-        if self._state_unsaved:
-            self._save(self._state)
+        self._ledger.flush()

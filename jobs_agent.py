@@ -49,7 +49,7 @@ log = logging.getLogger("jobs_agent")
 HERE = Path(__file__).resolve().parent
 DEFAULT_SETTINGS = HERE / "settings.conf"
 LIVENESS_CHECK_SECONDS = 30.0  # how often, without a systemd watchdog, main checks the client
-STOP_MARGIN_SECONDS = 60.0  # beyond the grace period, for the final status and the disconnect
+SECOND_SIGNAL_POLL_SECONDS = 0.2  # while stopping, how soon a second SIGTERM/SIGINT is seen
 
 HandlerSpec = Tuple[Callable[[Any], Any], Any, Callable[..., Any]]
 
@@ -57,6 +57,9 @@ HandlerSpec = Tuple[Callable[[Any], Any], Any, Callable[..., Any]]
 def get_job_type(document: Any) -> Any:
     """The ``jobType`` of a job document (None when it is not a JSON object)."""
     return document.get("jobType") if isinstance(document, dict) else None
+
+
+get_job_type.label = "jobType"  # type: ignore[attr-defined]  # how reasons name the field
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -139,6 +142,7 @@ class ShutdownSignals:
 
     def __init__(self) -> None:
         self.received: Optional[int] = None
+        self.count = 0  # signals received so far
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._read_fd, False)
         os.set_blocking(self._write_fd, False)
@@ -161,6 +165,7 @@ class ShutdownSignals:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.received = signum
+        self.count += 1
 
     def wait(self, timeout: Optional[float]) -> bool:
         """Sleep until a signal arrived or ``timeout`` passed; True when one arrived."""
@@ -346,14 +351,28 @@ def _wait_for_shutdown(
         notifier.stopping(activity.snapshot()["line"])
     client.stop(wait=False)
     # The running job may take the whole grace period: keep the watchdog fed meanwhile, but
-    # not forever (the final status gets one request timeout, the disconnect its own).
-    give_up = time.monotonic() + grace_seconds + STOP_MARGIN_SECONDS
-    while not client.wait_stopped(tick):
-        if time.monotonic() > give_up:
+    # not forever (the final status gets one request timeout, the disconnect its own). A
+    # second SIGTERM/SIGINT ends the grace period at once: the running job is handed over.
+    give_up = time.monotonic() + client.stop_timeout(grace_seconds)
+    seen = signals.count
+    next_watchdog = time.monotonic() + tick
+    while not client.wait_stopped(SECOND_SIGNAL_POLL_SECONDS):
+        now = time.monotonic()
+        if now > give_up:
             log.error("the job client did not stop in time; exiting anyway")
             return 1
-        if watchdog:
+        if signals.count > seen:
+            seen = signals.count
+            log.info(
+                "signal %s received again: ending the grace period now; a running job is "
+                "handed over to the next start",
+                signals.received,
+            )
+            client.stop(grace_seconds=0, wait=False)
+            give_up = min(give_up, now + client.stop_timeout(0))
+        if watchdog and now >= next_watchdog:
             notifier.watchdog()
+            next_watchdog = now + tick
     log.info("agent stopped")
     return 0
 

@@ -21,9 +21,10 @@ cd "$here" || exit 2
 # python3-cryptography: the local service's certificates; dpkg-dev: building the test .debs
 # and repositories; openssl, ca-certificates: TLS; systemd: systemctl and systemd-analyze
 # (only their files: nothing is started; containers lack them); libfaketime: the wall clock
-# jump test (its preload library, in the multiarch folder).
+# jump test (its preload library, in the multiarch folder); dbus, python3-dbus, python3-gi: the
+# APT worker's logind shutdown lock, tested against a stand-in logind on a private bus.
 TEST_DEBIAN_PACKAGES=(mosquitto python3-apt python3-venv python3-cryptography dpkg-dev
-    openssl ca-certificates systemd libfaketime)
+    openssl ca-certificates systemd libfaketime dbus python3-dbus python3-gi)
 
 ensure_debian_packages "${TEST_DEBIAN_PACKAGES[@]}" || exit 2
 ensure_venv "$here/.venv" requirements.txt requirements-local.txt requirements-test.txt || exit 2

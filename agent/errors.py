@@ -13,6 +13,10 @@ class SettingsError(AgentError, ValueError):
     """The settings file is missing, unreadable or holds a bad value."""
 
 
+class UrlRefused(AgentError):
+    """A URL (a download's redirect target) the agent will not fetch."""
+
+
 class JobError(AgentError):
     """A job ends in a terminal status with a reason."""
 

@@ -32,10 +32,14 @@ Choices made here, and why:
 from __future__ import annotations
 
 import logging
+import random
 import socket
-from typing import Tuple
+import threading
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 from AWSIoTPythonSDK.core.protocol.internal.workers import EventConsumer
+from AWSIoTPythonSDK.exception.operationError import operationError
+from AWSIoTPythonSDK.exception.operationTimeoutException import operationTimeoutException
 from AWSIoTPythonSDK.MQTTLib import AWSIoTMQTTClient
 
 from agent.settings import ConnectionSettings
@@ -82,8 +86,12 @@ def make_mqtt_client(
     client.configureCredentials(
         str(connection.root_ca), str(connection.private_key), str(connection.certificate)
     )
+    # The SDK's own reconnect backoff has no jitter: a random base and cap per agent keep a
+    # fleet that lost its broker at the same moment from reconnecting in lockstep.
     client.configureAutoReconnectBackoffTime(
-        RECONNECT_BASE_SECONDS, RECONNECT_MAX_SECONDS, STABLE_CONNECTION_SECONDS
+        jittered(RECONNECT_BASE_SECONDS),
+        jittered(RECONNECT_MAX_SECONDS),
+        STABLE_CONNECTION_SECONDS,
     )
     client.configureOfflinePublishQueueing(0)
     client.configureSocketFactory(lambda: _open_socket(address, connect_timeout_seconds))
@@ -97,3 +105,118 @@ def make_mqtt_client(
         connection.port,
     )
     return client
+
+
+# The SDK's errors for a request it could not make (not connected, a timeout), and the
+# socket's own: the only exceptions a connection call lets through.
+SDK_ERRORS = (operationError, operationTimeoutException, OSError)
+
+QOS = 1
+FIRST_CONNECT_DELAY_SECONDS = 1.0
+MAX_CONNECT_DELAY_SECONDS = 60.0
+
+
+def jittered(delay: float) -> float:
+    """``delay`` stretched by a random 0-50 %, so a fleet that lost its broker at the same
+    moment does not reconnect in lockstep (never shorter: the backoff stays a bound)."""
+    return delay * random.uniform(1.0, 1.5)
+
+
+class JobsConnection:
+    """The agent's MQTT link: the one place the SDK is called.
+
+    Wraps a configured, not yet connected ``AWSIoTMQTTClient`` (``make_mqtt_client``; tests
+    pass a stand-in with the same methods). ``connect`` retries with jittered backoff;
+    ``publish`` says whether the message was handed to the SDK; SDK errors never escape.
+    ``explain_failure`` may say why connecting fails in an operator's terms (which setting is
+    at fault); the first failure, and each new kind of failure, is logged with it once, the
+    retries that follow only at DEBUG.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        keepalive_seconds: int = KEEPALIVE_SECONDS,
+        explain_failure: Optional[Callable[[], Optional[str]]] = None,
+    ) -> None:
+        self._client = client
+        self._keepalive = keepalive_seconds
+        self._explain = explain_failure
+        self._last_logged: Optional[str] = None
+        self.connected_once = False
+
+    def on_state(self, online: Callable[[], None], offline: Callable[[], None]) -> None:
+        """Call ``online``/``offline`` (on the SDK's callback thread) as the link changes."""
+        self._client.onOnline = online
+        self._client.onOffline = offline
+
+    def explanation(self) -> str:
+        """ "; <why>" when the caller can tell why connecting fails (an expired certificate)."""
+        why = self._explain() if self._explain is not None else None
+        return f"; {why}" if why else ""
+
+    def connect(
+        self,
+        topics: Sequence[str],
+        on_message: Callable[[Any, Any, Any], None],
+        stop: threading.Event,
+        on_failure: Callable[[str], None] = lambda error: None,
+    ) -> bool:
+        """Connect and subscribe to ``topics`` (QoS 1), retrying with jittered backoff until
+        it works (True) or ``stop`` is set (False). ``on_failure`` hears each failure."""
+        delay = FIRST_CONNECT_DELAY_SECONDS
+        while not stop.is_set():
+            try:
+                self._client.connect(self._keepalive)
+                try:
+                    for topic in topics:
+                        self._client.subscribe(topic, QOS, on_message)
+                except SDK_ERRORS:
+                    self.disconnect()
+                    raise
+                self.connected_once = True
+                self._last_logged = None
+                return True
+            except SDK_ERRORS as error:
+                wait = jittered(delay)
+                self._log_failure(error, wait)
+                on_failure(f"{type(error).__name__}: {error}{self.explanation()}")
+                if isinstance(error, operationTimeoutException):
+                    # The SDK keeps its network thread after a connect timeout: stop it, or
+                    # the next connect() would run beside it.
+                    self.disconnect()
+            if stop.wait(wait):
+                break
+            delay = min(delay * 2, MAX_CONNECT_DELAY_SECONDS)
+        return False
+
+    def _log_failure(self, error: BaseException, wait: float) -> None:
+        text = f"{type(error).__name__}: {error}"
+        if text == self._last_logged:
+            log.debug("cannot connect or subscribe (%s); retrying in %.0f s", text, wait)
+            return
+        self._last_logged = text
+        log.error(
+            "cannot connect or subscribe (%s)%s; retrying in %.0f s, then quietly with backoff",
+            text,
+            self.explanation(),
+            wait,
+        )
+
+    def publish(self, topic: str, payload: str) -> bool:
+        """Hand ``payload`` to the SDK (QoS 1, not waiting for the broker); False when it
+        could not (not connected, or the SDK still resubscribing after a reconnect)."""
+        try:
+            self._client.publishAsync(topic, payload, QOS)
+            return True
+        except SDK_ERRORS as error:
+            log.debug("publish to %s failed: %s", topic, error)
+            return False
+
+    def disconnect(self) -> None:
+        """Disconnect; a failure is logged, never raised."""
+        try:
+            self._client.disconnect()
+        except SDK_ERRORS as error:
+            log.warning("disconnect failed: %s", error)

@@ -9,6 +9,7 @@ from bench.agent_bench import drain_rows, idle_rows, turnaround_rows
 from bench.apt_bench import apt_rows
 from bench.baselines import bare_round_trip, bare_round_trip_as_shipped
 from bench.context import BenchContext
+from bench.fleet_bench import group_job_rows
 from bench.heavy import many_agents_rows, soak_rows
 from bench.report import Row
 from bench.service_bench import latency_rows, throughput_rows
@@ -50,6 +51,8 @@ MEASUREMENTS: List[Measurement] = [
                 latency_rows),
     Measurement("service_throughput", "local Jobs service executions/s for 100 things",
                 throughput_rows),
+    Measurement("fleet_group_job", "200-thing group job with a rollout vs a thing-ARN job",
+                group_job_rows),
     Measurement("drain_1000", "one agent draining 1,000 queued no-op jobs",
                 lambda ctx: drain_rows(ctx, 1000), heavy=True),
     Measurement("agents_200", "200 agents against one service, a stream of jobs each",

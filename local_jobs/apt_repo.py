@@ -410,15 +410,22 @@ DEMO_PACKAGES = (
 )
 
 
-def demo_setup(folder: os.PathLike) -> DemoApt:
-    """Build the demo repository and a root with fresh package lists below ``folder``."""
+def demo_setup(folder: os.PathLike, *, keep_root: bool = False) -> DemoApt:
+    """Build the demo repository and a root with fresh package lists below ``folder``.
+
+    With ``keep_root``, a root made before is kept with what jobs installed into it
+    (``./localjobs up`` run again); otherwise it is made anew.
+    """
     folder = Path(folder).resolve()
     repository = build_repository(folder / "repo", DEMO_PACKAGES)
     root_path = folder / "root"
-    if root_path.exists():
-        shutil.rmtree(root_path)
-    root = make_root(root_path, [repository.sources_line()])
-    root.refresh_lists()
+    if keep_root and (root_path / "var/lib/dpkg/status").is_file():
+        root = AptRoot(root_path)
+    else:
+        if root_path.exists():
+            shutil.rmtree(root_path)
+        root = make_root(root_path, [repository.sources_line()])
+        root.refresh_lists()
     return DemoApt(
         root=root.path,
         repository=repository,

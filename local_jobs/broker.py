@@ -99,6 +99,9 @@ def acl_text() -> str:
             "pattern write $aws/things/%u/jobs/start-next",
             "pattern write $aws/things/%u/jobs/+/get",
             "pattern write $aws/things/%u/jobs/+/update",
+            # Job namespaces (namespace-NS after the job id), as the Greengrass nucleus uses.
+            "pattern write $aws/things/%u/jobs/+/+/get",
+            "pattern write $aws/things/%u/jobs/+/+/update",
             "pattern read $aws/things/%u/jobs/#",
             "",
         ]

@@ -25,6 +25,7 @@ from pathlib import Path
 from time import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
+from local_jobs import fleet_api, job_options, template_api
 from local_jobs.model import (
     DEFAULT_REGION,
     MAX_JOB_DOCUMENT_CHARS,
@@ -36,22 +37,24 @@ from local_jobs.model import (
     JobsService,
     JobStatus,
     RetryCriterion,
-    RetryFailureType,
     ServiceError,
     job_arn,
     thing_arn,
 )
+from local_jobs.registry import check_tags
+from local_jobs.s3 import LocalS3, s3_location
+from local_jobs.templates import TemplateStore
 from local_jobs.validation import (
     MAX_COMMENT_CHARS,
     MAX_DESCRIPTION_CHARS,
     MAX_DOCUMENT_SOURCE_CHARS,
-    MAX_RETRIES,
-    MAX_RETRY_CRITERIA,
     REASON_CODE_PATTERN,
     check_document,
     check_in_progress_timeout,
     check_job_id,
+    check_presigned_url_config,
     check_thing_name,
+    parse_retry_config,
 )
 
 log = logging.getLogger(__name__)
@@ -61,14 +64,8 @@ THING_ARN_PATTERN = re.compile(r"arn:aws[a-z-]*:iot:[a-z0-9-]+:[0-9]{12}:thing/(
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 # CreateJob fields with no local meaning. Refused rather than ignored, so that nobody believes
-# a rollout, abort or schedule is being honoured when it is not.
+# a schedule is being honoured when it is not.
 _UNSUPPORTED_CREATE_FIELDS = (
-    "presignedUrlConfig",
-    "jobExecutionsRolloutConfig",
-    "abortConfig",
-    "namespaceId",
-    "jobTemplateArn",
-    "documentParameters",
     "schedulingConfig",
     "destinationPackageVersions",
 )
@@ -97,9 +94,15 @@ class ControlPlaneServer(ThreadingHTTPServer):
         *,
         documents_dir: Optional[Path],
         region: str,
+        templates: Optional[TemplateStore] = None,
+        s3: Optional[LocalS3] = None,
     ) -> None:
         super().__init__(address, _RequestHandler)
         self.service = service
+        # Custom job templates; in memory unless the process hands over its database's.
+        self.templates = templates if templates is not None else TemplateStore()
+        # The local S3 (documentSource s3:// and presigned URLs), when one runs.
+        self.s3 = s3
         self.documents_dir = documents_dir
         self.region = region
         # DescribeJob echoes the documentSource a job was made from; JobsService keeps no
@@ -148,10 +151,13 @@ def serve(
     *,
     documents_dir: Union[str, os.PathLike[str], None] = None,
     region: str = DEFAULT_REGION,
+    templates: Optional[TemplateStore] = None,
+    s3: Optional[LocalS3] = None,
 ) -> ControlPlaneServer:
     """Start the control plane on ``host:port`` (0 = a free port) in a daemon thread.
 
-    ``documents_dir`` is where a relative CreateJob ``documentSource`` is looked up. The
+    ``documents_dir`` is where a relative CreateJob ``documentSource`` is looked up;
+    ``templates`` keeps the custom job templates (in memory when not given). The
     returned server has ``.server_address``, ``.url`` and ``.shutdown()``. Raises OSError
     when the address cannot be bound.
     """
@@ -160,6 +166,8 @@ def serve(
         service,
         documents_dir=Path(documents_dir).resolve() if documents_dir is not None else None,
         region=region,
+        templates=templates,
+        s3=s3,
     )
     server.start()
     log.info("control plane listening on %s", server.url)
@@ -243,12 +251,15 @@ _LOCAL_SOURCE_HINT = (
 )
 
 
-def read_document_source(source: str, documents_dir: Optional[Path]) -> str:
+def read_document_source(
+    source: str, documents_dir: Optional[Path], s3: Optional[LocalS3] = None
+) -> str:
     """The job document that a CreateJob ``documentSource`` names on this machine.
 
-    Accepts an absolute path, a ``file://`` URL, or a path relative to ``documents_dir``.
-    Raises InvalidRequestError for S3 and other remote URLs, missing or unreadable files,
-    paths outside ``documents_dir`` and invalid documents, naming the source.
+    Accepts an S3 object URL when ``s3`` (the local S3) is given, an absolute path, a
+    ``file://`` URL, or a path relative to ``documents_dir``. Raises InvalidRequestError for
+    other remote URLs, missing or unreadable objects and files, paths outside
+    ``documents_dir`` and invalid documents, naming the source.
     """
     if len(source) > MAX_DOCUMENT_SOURCE_CHARS:
         raise _invalid(f"documentSource is longer than {MAX_DOCUMENT_SOURCE_CHARS} characters")
@@ -259,10 +270,19 @@ def read_document_source(source: str, documents_dir: Optional[Path]) -> str:
         )
     parts = urllib.parse.urlsplit(source)
     scheme = parts.scheme.lower()
+    if s3 is not None and s3_location(source) is not None:
+        text = s3.read_document(source, MAX_JOB_DOCUMENT_CHARS)
+        if len(text) > MAX_JOB_DOCUMENT_CHARS:
+            raise _invalid(
+                f"documentSource {source!r} is longer than the {MAX_JOB_DOCUMENT_CHARS}-character"
+                f" job document limit"
+            )
+        return check_document(text, f"documentSource {source!r}")
     if scheme == "s3" or (scheme in ("http", "https") and ".amazonaws.com" in parts.netloc):
         raise _invalid(
-            f"documentSource {source!r}: S3 is not reachable from the local Jobs service; "
-            f"{_LOCAL_SOURCE_HINT}"
+            f"documentSource {source!r}: S3 is not reachable: this local Jobs service runs "
+            f"without its local S3 "
+            f"(./localjobs up starts one: s3_url in endpoints.json); {_LOCAL_SOURCE_HINT}"
         )
     if scheme == "file":
         # The CLI sends --document-source verbatim (awscli PARAMFILE_DISABLED), and people
@@ -316,29 +336,7 @@ def _retry_criteria(body: Body) -> List[RetryCriterion]:
     config = _field(body, "jobExecutionsRetryConfig", dict, "an object")
     if config is None:
         return []
-    where = "jobExecutionsRetryConfig.criteriaList"
-    criteria = config.get("criteriaList")
-    if not isinstance(criteria, list) or not 1 <= len(criteria) <= MAX_RETRY_CRITERIA:
-        raise _invalid(f"{where} must be a list of 1 to {MAX_RETRY_CRITERIA} criteria")
-    result = []
-    for index, item in enumerate(criteria):
-        at = f"{where}[{index}]"
-        if not isinstance(item, dict):
-            raise _invalid(f"{at} must be an object with failureType and numberOfRetries")
-        try:
-            failure_type = RetryFailureType(item.get("failureType"))
-        except ValueError:
-            choices = ", ".join(t.value for t in RetryFailureType)
-            raise _invalid(f"{at}.failureType must be one of {choices}") from None
-        retries = item.get("numberOfRetries")
-        if (
-            not isinstance(retries, int)
-            or isinstance(retries, bool)
-            or not (0 <= retries <= MAX_RETRIES)
-        ):
-            raise _invalid(f"{at}.numberOfRetries must be an integer from 0 to {MAX_RETRIES}")
-        result.append(RetryCriterion(failure_type, retries))
-    return result
+    return parse_retry_config(config)
 
 
 # --------------------------------------------------------------------------- response shapes
@@ -367,35 +365,35 @@ def job_reference_shape(job: Job, region: str) -> Dict[str, Any]:
     )
 
 
-def job_summary_shape(job: Job, region: str) -> Dict[str, Any]:
+def job_summary_shape(job: Job, region: str, rolling_out: bool = False) -> Dict[str, Any]:
     """A ``JobSummary`` as ListJobs carries it."""
     return _without_none(
         {
             "jobArn": job_arn(job.job_id, region),
             "jobId": job.job_id,
-            "targetSelection": "SNAPSHOT",
             "status": job.status.value,
             "createdAt": job.created_at,
             "lastUpdatedAt": job.last_updated_at,
             "completedAt": job.completed_at,
-            "isConcurrent": False,
+            **job_options.job_fleet_shape(job, rolling_out, summary=True),
         }
     )
 
 
-def job_shape(job: Job, counts: Mapping[ExecutionStatus, int], region: str) -> Dict[str, Any]:
+def job_shape(
+    job: Job, counts: Mapping[ExecutionStatus, int], region: str, rolling_out: bool = False
+) -> Dict[str, Any]:
     """DescribeJob's ``job`` structure."""
     timeout = _without_none({"inProgressTimeoutInMinutes": job.in_progress_timeout_minutes})
     shape = _without_none(
         {
             "jobArn": job_arn(job.job_id, region),
             "jobId": job.job_id,
-            "targetSelection": "SNAPSHOT",
             "status": job.status.value,
             "forceCanceled": job.force_canceled,
             "reasonCode": job.reason_code,
             "comment": job.comment,
-            "targets": [thing_arn(name, region) for name in job.targets],
+            "targets": job_options.job_targets_shape(job, region),
             "description": job.description,
             "createdAt": job.created_at,
             "lastUpdatedAt": job.last_updated_at,
@@ -404,7 +402,7 @@ def job_shape(job: Job, counts: Mapping[ExecutionStatus, int], region: str) -> D
                 key: counts.get(status, 0) for status, key in _PROCESS_COUNT_KEYS.items()
             },
             "timeoutConfig": timeout,
-            "isConcurrent": False,
+            **job_options.job_fleet_shape(job, rolling_out),
         }
     )
     if job.retry_criteria:
@@ -463,26 +461,32 @@ class _Operations:
 
     def create_job(self, params: Dict[str, str], query: Query, body: Body) -> Response:
         job_id = _job_id(params["jobId"])
+        body, template_use = template_api.expand_create_job(self, body)
         unsupported = [name for name in _UNSUPPORTED_CREATE_FIELDS if body.get(name)]
         if unsupported:
             raise _invalid(
                 f"job {job_id}: {', '.join(unsupported)} not supported by the local Jobs service"
             )
-        selection = body.get("targetSelection", "SNAPSHOT")
-        if selection != "SNAPSHOT":
-            raise _invalid(f"targetSelection {selection!r} is not supported locally: only SNAPSHOT")
-        targets = body.get("targets")
-        if not isinstance(targets, list) or not targets:
-            raise _invalid("targets must be a non-empty list of thing ARNs")
-        names = [target_thing_name(target) for target in targets]
+        registry = getattr(self.service, "registry", None)
+        options = job_options.create_job_options(body, registry)
+        names = options.pop("targets")
+        tags = check_tags(body["tags"]) if body.get("tags") is not None else {}
         document = _field(body, "document", str, "a string")
         source = _field(body, "documentSource", str, "a string")
         if (document is None) == (source is None):
             raise _invalid("give exactly one of document and documentSource")
         if source is not None:
-            document = read_document_source(source, self.server.documents_dir)
+            document = read_document_source(source, self.server.documents_dir, self.server.s3)
         else:
             check_document(document, "document")
+        presigned = _field(body, "presignedUrlConfig", dict, "an object")
+        if presigned is not None:
+            if self.server.s3 is None:
+                raise _invalid(
+                    "presignedUrlConfig: presigned URLs need the local S3, which this local Jobs "
+                    "service runs without (./localjobs up starts one: s3_url in endpoints.json)"
+                )
+            presigned = check_presigned_url_config(presigned)
         job = self.service.create_job(
             job_id,
             names,
@@ -490,9 +494,13 @@ class _Operations:
             description=_text(body, "description", MAX_DESCRIPTION_CHARS),
             in_progress_timeout_minutes=_in_progress_timeout(body),
             retry_criteria=_retry_criteria(body),
+            **options,
         )
+        if tags and registry is not None:
+            registry.tag(job_arn(job_id), tags)
         self.server.remember_document_source(job_id, source)
-        log.info("job %s: created for %s", job_id, ", ".join(names))
+        template_api.remember_job(self, job_id, template_use, presigned)
+        log.info("job %s: created for %s", job_id, ", ".join([*names, *job.target_groups]))
         return job_reference_shape(job, self.region)
 
     def describe_job(self, params: Dict[str, str], query: Query, body: Body) -> Response:
@@ -502,28 +510,30 @@ class _Operations:
         return _without_none(
             {
                 "documentSource": self.server.document_source(job_id),
-                "job": job_shape(job, counts, self.region),
+                "job": {
+                    **job_shape(job, counts, self.region, self._rolling_out(job_id)),
+                    **template_api.job_extras(self, job_id),
+                },
             }
         )
+
+    def _rolling_out(self, job_id: str) -> bool:
+        store = getattr(self.service, "store", None)
+        return bool(store.planned_count(job_id)) if store is not None else False
 
     def list_jobs(self, params: Dict[str, str], query: Query, body: Body) -> Response:
         status = query.get("status")
         if status is not None and status not in {s.value for s in JobStatus}:
             choices = ", ".join(s.value for s in JobStatus)
             raise _invalid(f"status {status!r} is not one of {choices}")
-        # Every local job targets things as a snapshot: a filter on thing groups or on
-        # CONTINUOUS selection matches nothing.
-        if query.get("targetSelection", "SNAPSHOT") != "SNAPSHOT" or (
-            "thingGroupName" in query or "thingGroupId" in query
-        ):
-            return {"jobs": []}
-        return {
-            "jobs": [
-                job_summary_shape(job, self.region)
-                for job in self.service.list_jobs()
-                if status is None or job.status.value == status
-            ]
-        }
+        jobs = job_options.jobs_matching(
+            [j for j in self.service.list_jobs() if status is None or j.status.value == status],
+            query,
+            getattr(self.service, "registry", None),
+        )
+        page, token = fleet_api.pager(self).page(jobs, query, "ListJobs")
+        shapes = [job_summary_shape(j, self.region, self._rolling_out(j.job_id)) for j in page]
+        return _without_none({"jobs": shapes, "nextToken": token})
 
     def get_job_document(self, params: Dict[str, str], query: Query, body: Body) -> Response:
         return {"document": self.service.describe_job(_job_id(params["jobId"])).document}
@@ -550,6 +560,7 @@ class _Operations:
         force = _flag(query, "force")
         self.service.delete_job(job_id, force=force)
         self.server.remember_document_source(job_id, None)
+        template_api.forget_job(self, job_id)
         log.info("job %s: deleted%s", job_id, " with force" if force else "")
         return None
 
@@ -572,32 +583,33 @@ class _Operations:
     ) -> Response:
         job_id = _job_id(params["jobId"])
         executions = self.service.list_job_executions_for_job(job_id, _status_filter(query))
-        return {
-            "executionSummaries": [
-                {
-                    "thingArn": thing_arn(execution.thing_name, self.region),
-                    "jobExecutionSummary": execution_summary_shape(execution),
-                }
-                for execution in executions
-            ]
-        }
+        page, token = fleet_api.pager(self).page(executions, query, f"ListJobExecutions {job_id}")
+        summaries = [
+            {
+                "thingArn": thing_arn(execution.thing_name, self.region),
+                "jobExecutionSummary": execution_summary_shape(execution),
+            }
+            for execution in page
+        ]
+        return _without_none({"executionSummaries": summaries, "nextToken": token})
 
     def list_job_executions_for_thing(
         self, params: Dict[str, str], query: Query, body: Body
     ) -> Response:
         thing_name = _thing_name(params["thingName"])
         job_id = _job_id(query["jobId"]) if "jobId" in query else None
-        executions = self.service.list_job_executions_for_thing(thing_name, _status_filter(query))
-        return {
-            "executionSummaries": [
-                {
-                    "jobId": execution.job_id,
-                    "jobExecutionSummary": execution_summary_shape(execution),
-                }
-                for execution in executions
-                if job_id is None or execution.job_id == job_id
-            ]
-        }
+        namespace = job_options.namespace_id(query.get("namespaceId")) or ""
+        executions = [
+            e
+            for e in self.service.list_job_executions_for_thing(thing_name, _status_filter(query))
+            if (job_id is None or e.job_id == job_id) and getattr(e, "namespace", "") == namespace
+        ]
+        page, token = fleet_api.pager(self).page(executions, query, f"ListForThing {thing_name}")
+        summaries = [
+            {"jobId": execution.job_id, "jobExecutionSummary": execution_summary_shape(execution)}
+            for execution in page
+        ]
+        return _without_none({"executionSummaries": summaries, "nextToken": token})
 
     def cancel_job_execution(self, params: Dict[str, str], query: Query, body: Body) -> Response:
         job_id = _job_id(params["jobId"])
@@ -617,6 +629,11 @@ class _Operations:
             "job %s: execution on %s canceled%s", job_id, thing_name, " with force" if force else ""
         )
         return None
+
+    def create_job_template(self, params: Dict[str, str], query: Query, body: Body) -> Response:
+        return template_api.create_job_template(
+            self, params, query, body, unsupported=_UNSUPPORTED_CREATE_FIELDS
+        )
 
 
 Handler = Callable[[_Operations, Dict[str, str], Query, Body], Response]
@@ -661,9 +678,51 @@ _ROUTES: List[Tuple[str, re.Pattern[str], str, Handler]] = [
             "CancelJobExecution",
             _Operations.cancel_job_execution,
         ),
+        ("GET", r"/job-templates", "ListJobTemplates", template_api.list_job_templates),
+        (
+            "PUT",
+            r"/job-templates/(?P<jobTemplateId>{s})",
+            "CreateJobTemplate",
+            _Operations.create_job_template,
+        ),
+        (
+            "GET",
+            r"/job-templates/(?P<jobTemplateId>{s})",
+            "DescribeJobTemplate",
+            template_api.describe_job_template,
+        ),
+        (
+            "DELETE",
+            r"/job-templates/(?P<jobTemplateId>{s})",
+            "DeleteJobTemplate",
+            template_api.delete_job_template,
+        ),
+        (
+            "GET",
+            r"/managed-job-templates",
+            "ListManagedJobTemplates",
+            template_api.list_managed_job_templates,
+        ),
+        (
+            "GET",
+            r"/managed-job-templates/(?P<templateName>{s})",
+            "DescribeManagedJobTemplate",
+            template_api.describe_managed_job_template,
+        ),
     ]
+    + fleet_api.ROUTES
 ]
 SUPPORTED_OPERATIONS = tuple(name for _, _, name, _ in _ROUTES)
+
+
+def _refuse_device_api(authorization: str) -> None:
+    """boto3's ``iot-jobs-data`` client signs for that service: its routes overlap ours
+    (GET /things/{thing}/jobs), so answering would be silently wrong."""
+    if "/iot-jobs-data/aws4_request" in authorization:
+        raise UnknownOperationError(
+            "this is the control plane (iot); the HTTPS device API (iot-jobs-data) is served "
+            "at jobs_data_url in endpoints.json, with the thing's client certificate"
+        )
 
 
 def _route(method: str, path: str) -> Tuple[str, Handler, Dict[str, str]]:
@@ -703,6 +762,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         raw = self._read_body()
         try:
             parts = urllib.parse.urlsplit(self.path)
+            _refuse_device_api(self.headers.get("Authorization", ""))
             name, handler, params = _route(self.command, parts.path)
             query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
             result = handler(_Operations(self.server), params, query, _parse_body(raw))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -49,7 +50,10 @@ REQUEST_FILTER = "$aws/things/+/jobs/#"
 # AWS IoT Core's MQTT payload limit (128 KB); a bigger request is refused before parsing.
 MAX_REQUEST_BYTES = 128 * 1024
 _REPLY_SUFFIXES = ("accepted", "rejected")
-_SERVICE_TOPICS = ("notify", "notify-next")
+# notify, notify-next and their namespaced forms (notify-namespace-NS, notify-next-namespace-NS)
+_SERVICE_TOPICS = ("notify",)
+_NAMESPACE_PREFIX = "namespace-"
+NAMESPACE_PATTERN = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 
 Reply = Tuple[str, Dict[str, Any]]
 
@@ -116,7 +120,7 @@ def handle_request(
     if len(parts) < 5 or parts[0] != "$aws" or parts[1] != "things" or parts[3] != "jobs":
         return []
     thing_name, rest = parts[2], parts[4:]
-    if rest[-1] in _REPLY_SUFFIXES or (len(rest) == 1 and rest[0] in _SERVICE_TOPICS):
+    if rest[-1] in _REPLY_SUFFIXES or (len(rest) == 1 and rest[0].startswith(_SERVICE_TOPICS)):
         return []
     reply_base = topic
     client_token: Optional[str] = None
@@ -129,10 +133,10 @@ def handle_request(
             client_token = token
         if not THING_NAME_PATTERN.fullmatch(thing_name):
             raise _Rejection(RejectCode.INVALID_TOPIC, f"invalid thing name {thing_name!r}")
-        operation, job_id = _route(rest)
+        operation, job_id, namespace = _route(rest)
         if throttle is not None and not throttle.allow(thing_name):
             raise RequestThrottledError(f"too many requests from thing {thing_name}")
-        accepted = operation(service, thing_name, job_id, body)
+        accepted = operation(service, thing_name, job_id, body, namespace)
     except _Rejection as rejection:
         return [_rejected(reply_base, rejection.code, str(rejection), client_token,
                           rejection.execution, service.now())]
@@ -186,17 +190,28 @@ def _parse_payload(payload: bytes) -> Dict[str, Any]:
 
 
 def _route(rest: List[str]):
+    """(operation, job id, namespace) of a request topic's suffix after ``jobs/``.
+
+    A job namespace adds a level after the job id, as the Greengrass nucleus uses it
+    (``$next/namespace-aws-gg-deployment/get``, ``<jobId>/namespace-<ns>/update``).
+    """
+    namespace = ""
+    if len(rest) == 3 and rest[1].startswith(_NAMESPACE_PREFIX):
+        namespace = rest[1][len(_NAMESPACE_PREFIX) :]
+        if not NAMESPACE_PATTERN.fullmatch(namespace):
+            raise _Rejection(RejectCode.INVALID_TOPIC, f"invalid namespace {namespace!r} in topic")
+        rest = [rest[0], rest[2]]
     if rest == ["get"]:
-        return _get_pending, None
+        return get_pending_request, None, namespace
     if rest == ["start-next"]:
-        return _start_next, None
+        return start_next_request, None, namespace
     if len(rest) == 2 and rest[1] in ("get", "update"):
         job_id = rest[0]
         if rest[1] == "get" and job_id == NEXT:
-            return _describe, job_id
+            return describe_request, job_id, namespace
         if not JOB_ID_PATTERN.fullmatch(job_id):
             raise _Rejection(RejectCode.INVALID_TOPIC, f"invalid jobId {job_id!r} in topic")
-        return (_describe if rest[1] == "get" else _update), job_id
+        return (describe_request if rest[1] == "get" else update_request), job_id, namespace
     raise _Rejection(RejectCode.INVALID_TOPIC, f"no jobs API on topic suffix {'/'.join(rest)!r}")
 
 
@@ -204,16 +219,26 @@ def _details(body: Dict[str, Any]):
     return body.get("statusDetails") if body.get("statusDetails") is not None else None
 
 
-def _get_pending(service, thing_name, _job_id, body):
-    lists = payloads.pending_lists(service.get_pending(thing_name, payloads.MAX_LISTED))
+# The four device operations: (service, thing, job id, request body[, namespace]) ->
+# accepted body in the MQTT shapes. Callers hold service.operation(); jobs_data.py (HTTPS)
+# uses them too.
+
+
+def get_pending_request(service, thing_name, _job_id, body, namespace=""):
+    """GetPendingJobExecutions."""
+    lists = payloads.pending_lists(
+        service.get_pending(thing_name, payloads.MAX_LISTED, namespace=namespace)
+    )
     return {"inProgressJobs": lists["IN_PROGRESS"], "queuedJobs": lists["QUEUED"]}
 
 
-def _start_next(service, thing_name, _job_id, body):
+def start_next_request(service, thing_name, _job_id, body, namespace=""):
+    """StartNextPendingJobExecution."""
     found = service.start_next(
         thing_name,
         status_details=_details(body),
         step_timeout_minutes=request_number(body, "stepTimeoutInMinutes"),
+        namespace=namespace,
     )
     if found is None:
         return {}  # "the response does not include the execution field"
@@ -221,17 +246,19 @@ def _start_next(service, thing_name, _job_id, body):
     return {"execution": payloads.execution_body(execution, job, service.now())}
 
 
-def _describe(service, thing_name, job_id, body):
+def describe_request(service, thing_name, job_id, body, namespace=""):
+    """DescribeJobExecution (``job_id`` may be ``$next``)."""
     include_document = request_flag(body, "includeJobDocument", True)  # DG: default true
     execution_number = request_number(body, "executionNumber")
-    found = service.describe_for_device(thing_name, job_id, execution_number)
+    found = service.describe_for_device(thing_name, job_id, execution_number, namespace=namespace)
     if found is None:
         return {}
     execution, job = found
     return {"execution": payloads.execution_body(execution, job, service.now(), include_document)}
 
 
-def _update(service, thing_name, job_id, body):
+def update_request(service, thing_name, job_id, body, namespace=""):
+    """UpdateJobExecution."""
     status = request_status(body)
     include_state = request_flag(body, "includeJobExecutionState", False)
     include_document = request_flag(body, "includeJobDocument", False)
@@ -244,6 +271,7 @@ def _update(service, thing_name, job_id, body):
         expected_version=expected_version,
         execution_number=request_number(body, "executionNumber"),
         step_timeout_minutes=request_number(body, "stepTimeoutInMinutes"),
+        namespace=namespace,
     )
     accepted: Dict[str, Any] = {}
     if include_state:

@@ -38,6 +38,11 @@ def job_arn(job_id: str, region: str = DEFAULT_REGION) -> str:
     return f"arn:aws:iot:{region}:{ACCOUNT_ID}:job/{job_id}"
 
 
+def thing_group_arn(group_name: str, region: str = DEFAULT_REGION) -> str:
+    """The ARN AWS IoT gives a thing group."""
+    return f"arn:aws:iot:{region}:{ACCOUNT_ID}:thinggroup/{group_name}"
+
+
 class ExecutionStatus(str, enum.Enum):
     """Status of one job execution on one thing (DG:iot-jobs-lifecycle)."""
 
@@ -105,6 +110,39 @@ class RetryCriterion:
     number_of_retries: int
 
 
+class TargetSelection(str, enum.Enum):
+    """``targetSelection`` of a job: SNAPSHOT completes; CONTINUOUS follows its groups."""
+
+    SNAPSHOT = "SNAPSHOT"
+    CONTINUOUS = "CONTINUOUS"
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """``jobExecutionsRolloutConfig``: how many executions are queued per (service) minute.
+
+    Without ``base_rate_per_minute`` the rate is ``maximum_per_minute``; with it the rate
+    starts there and is multiplied by ``increment_factor`` each time ``notified_things``
+    more things were notified or ``succeeded_things`` more succeeded, up to the maximum.
+    """
+
+    maximum_per_minute: int = 1000
+    base_rate_per_minute: Optional[int] = None
+    increment_factor: Optional[float] = None
+    notified_things: Optional[int] = None
+    succeeded_things: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class AbortCriterion:
+    """One ``abortConfig`` criterion: cancel the job once enough executions failed so."""
+
+    failure_type: str  # FAILED, REJECTED, TIMED_OUT or ALL
+    threshold_percentage: float
+    min_executed_things: int
+    action: str = "CANCEL"
+
+
 @dataclass(frozen=True)
 class Job:
     """A job as CreateJob made it; ``document`` is the JSON text exactly as given."""
@@ -122,10 +160,20 @@ class Job:
     force_canceled: bool = False
     reason_code: Optional[str] = None
     comment: Optional[str] = None
+    # Thing group names among the targets (``targets`` keeps the thing targets).
+    target_groups: Tuple[str, ...] = ()
+    target_selection: TargetSelection = TargetSelection.SNAPSHOT
+    namespace_id: Optional[str] = None
+    rollout: Optional[RolloutConfig] = None
+    abort_criteria: Tuple[AbortCriterion, ...] = ()
 
     @property
     def arn(self) -> str:
         return job_arn(self.job_id)
+
+    @property
+    def continuous(self) -> bool:
+        return self.target_selection is TargetSelection.CONTINUOUS
 
 
 @dataclass(frozen=True)
@@ -146,6 +194,8 @@ class JobExecution:
     # Absolute deadlines (seconds since the epoch) of the in-progress and step timers, if set.
     in_progress_deadline: Optional[float] = None
     step_deadline: Optional[float] = None
+    # The job's namespaceId ("" for none): the device sees it only on that namespace's topics.
+    namespace: str = ""
 
     def approximate_seconds_before_timed_out(self, now: float) -> Optional[int]:
         """Seconds until the earlier of the two timers fires, or None when none runs."""

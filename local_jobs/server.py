@@ -14,13 +14,16 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
-from local_jobs import control_plane
+from local_jobs import control_plane, jobs_data
 from local_jobs.certificates import ensure_certificates
 from local_jobs.data_plane import DataPlane
+from local_jobs.model import Job
+from local_jobs.s3 import DEFAULT_EXPIRES_SECONDS, PRESIGNED_MARK, LocalS3
 from local_jobs.service import LocalJobsService
 from local_jobs.store import Store
+from local_jobs.templates import TemplateStore
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,10 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--documents-dir", help="folder for relative CreateJob documentSource")
     parser.add_argument("--control-host", default="127.0.0.1")
     parser.add_argument("--control-port", type=int, default=0, help="0: no control plane")
+    parser.add_argument("--jobs-data-port", type=int, default=0,
+                        help="port of the HTTPS device API (iot-jobs-data); 0: none")
+    parser.add_argument("--s3-url", help="the local S3 (s3.py) for documentSource and "
+                        "presigned-URL placeholders; none: both are refused")
     parser.add_argument("--minute-seconds", type=float, default=60.0)
     parser.add_argument("--requests-per-second", type=float, default=0.0,
                         help="per-thing request limit before RequestThrottled (0: none)")
@@ -62,7 +69,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     certs = ensure_certificates(args.certs)
     store = Store(args.db)
-    service = LocalJobsService(store, minute_seconds=args.minute_seconds, things=certs.thing_names)
+    templates = TemplateStore(args.db)
+    s3 = LocalS3(args.s3_url, certs.ca.certificate) if args.s3_url else None
+    service = LocalJobsService(
+        store,
+        minute_seconds=args.minute_seconds,
+        things=certs.thing_names,
+        device_document=_presigner(s3, templates) if s3 else None,
+    )
     subscriptions = [0]
 
     def on_subscribed() -> None:
@@ -83,11 +97,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         on_subscribed=on_subscribed,
     )
     control = None
+    jobs_data_server = None
     try:
         if args.control_port:
-            control = _start_control_plane(
-                service, args.control_host, args.control_port, args.documents_dir
+            control = control_plane.serve(
+                service,
+                args.control_host,
+                args.control_port,
+                documents_dir=args.documents_dir or None,
+                templates=templates,
+                s3=s3,
             )
+        if args.jobs_data_port:
+            jobs_data_server = jobs_data.serve(
+                service,
+                args.control_host,
+                args.jobs_data_port,
+                ca=certs.ca.certificate,
+                certificate=certs.server.certificate,
+                private_key=certs.server.private_key,
+            )
+            # DescribeEndpoint (fleet_api.py): the MQTT endpoint with its local port.
+            mqtt_endpoint = f"localhost:{args.mqtt_port}"
+            control.device_endpoints = {"iot:Data-ATS": mqtt_endpoint, "iot:Data": mqtt_endpoint}
         plane.start()
         log.info(
             "local Jobs service running: MQTT %s:%s, control plane %s",
@@ -101,21 +133,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         if control is not None:
             control.shutdown()
+        if jobs_data_server is not None:
+            jobs_data_server.shutdown()
         plane.stop()
         service.close()
+        templates.close()
         store.close()
     return 0
 
 
-def _start_control_plane(
-    service: LocalJobsService, host: str, port: int, documents_dir: Optional[str]
-) -> control_plane.ControlPlaneServer:
-    if documents_dir:
-        server = control_plane.serve(service, host, port, documents_dir=documents_dir)
-    else:
-        server = control_plane.serve(service, host, port)
-    log.info("control plane listening on %s", server.server_address)
-    return server
+def _presigner(s3: LocalS3, templates: TemplateStore) -> Callable[[Job], str]:
+    """The document a device is handed: presigned-URL placeholders filled in afresh, for the
+    job's presignedUrlConfig.expiresInSec (an hour by default)."""
+
+    def document(job: Job) -> str:
+        if PRESIGNED_MARK not in job.document:
+            return job.document
+        config = templates.job_extras(job.job_id).get("presignedUrlConfig") or {}
+        return s3.presign(job.document, config.get("expiresInSec", DEFAULT_EXPIRES_SECONDS))
+
+    return document
 
 
 if __name__ == "__main__":

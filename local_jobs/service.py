@@ -36,9 +36,10 @@ from typing import (
     Tuple,
 )
 
-from local_jobs import payloads, validation
+from local_jobs import payloads, rollouts, validation
 from local_jobs.model import (
     DISCARD_STEP_TIMER,
+    AbortCriterion,
     ExecutionStatus,
     InvalidRequestError,
     InvalidStateTransitionError,
@@ -50,10 +51,13 @@ from local_jobs.model import (
     ResourceNotFoundError,
     RetryCriterion,
     RetryFailureType,
+    RolloutConfig,
     ServiceError,
+    TargetSelection,
     TerminalStateError,
     VersionConflictError,
 )
+from local_jobs.registry import Registry
 from local_jobs.store import Store
 from local_jobs.validation import (
     MAX_RETRIES_PER_EXECUTION,
@@ -93,10 +97,13 @@ class LocalJobsService(JobsService):
         clock: Callable[[], float] = time.time,
         things: Callable[[], Sequence[str]] = tuple,
         run_timers: bool = True,
+        device_document: Optional[Callable[[Job], str]] = None,
     ):
         if minute_seconds <= 0:
             raise ValueError(f"minute_seconds must be positive, got {minute_seconds}")
         self.store = store
+        # The document a device is handed (presigned-URL placeholders filled in, s3.py).
+        self._device_document = device_document
         self.minute_seconds = float(minute_seconds)
         self._publish = publish
         self._clock = clock
@@ -112,11 +119,15 @@ class LocalJobsService(JobsService):
         self._timer_due = math.inf
         self._stopping = threading.Event()
         self._timer_thread: Optional[threading.Thread] = None
+        # Things, groups and tags; things with certificates are registered on sight.
+        self.registry = Registry(store, things, clock)
+        self._rollout_clock: Optional[rollouts.RolloutClock] = None
         if run_timers:
             self._timer_thread = threading.Thread(
                 target=self._run_timers, name="jobs-timers", daemon=True
             )
             self._timer_thread.start()
+            self._rollout_clock = rollouts.RolloutClock(self.release_rollouts)
 
     # plumbing
 
@@ -132,6 +143,8 @@ class LocalJobsService(JobsService):
             self._timer_wakeup.notify_all()
         if self._timer_thread is not None:
             self._timer_thread.join(5)
+        if self._rollout_clock is not None:
+            self._rollout_clock.stop()
 
     @contextlib.contextmanager
     def operation(self) -> Iterator[None]:
@@ -167,29 +180,39 @@ class LocalJobsService(JobsService):
         return self._clock()
 
     @contextlib.contextmanager
-    def _watching(self, things: Iterable[str]) -> Iterator[None]:
-        """Compare each thing's pending queue before and after; queue notify / notify-next."""
+    def _watching(self, things: Iterable[str], namespace: str = "") -> Iterator[None]:
+        """Compare each thing's pending queue before and after; queue notify / notify-next.
+
+        Each namespace is a queue of its own, with its own notification topics
+        (``notify-namespace-NS``, ``notify-next-namespace-NS``).
+        """
         names = list(dict.fromkeys(things))
-        before = {name: self.store.pending_shape(name) for name in names}
+        before = {name: self.store.pending_shape(name, namespace) for name in names}
         yield
         now = self.now()
+        suffix = f"-namespace-{namespace}" if namespace else ""
         for name in names:
-            members, head = self.store.pending_shape(name)
+            members, head = self.store.pending_shape(name, namespace)
             old_members, old_head = before[name]
             pending = None
             if members != old_members:
-                pending = self.store.pending_executions(name, limit=payloads.MAX_LISTED)
+                pending = self.store.pending_executions(
+                    name, limit=payloads.MAX_LISTED, namespace=namespace
+                )
                 self._outbox.append(
-                    (f"$aws/things/{name}/jobs/notify", payloads.notify_payload(pending, now))
+                    (
+                        f"$aws/things/{name}/jobs/notify{suffix}",
+                        payloads.notify_payload(pending, now),
+                    )
                 )
             if head != old_head:
                 if pending is None:
-                    pending = self.store.pending_executions(name, limit=1)
+                    pending = self.store.pending_executions(name, limit=1, namespace=namespace)
                 first = pending[0] if pending else None
-                job = self.store.get_job(first.job_id) if first else None
+                job = self._for_device(self.store.get_job(first.job_id)) if first else None
                 self._outbox.append(
                     (
-                        f"$aws/things/{name}/jobs/notify-next",
+                        f"$aws/things/{name}/jobs/notify-next{suffix}",
                         payloads.notify_next_payload(first, job, now),
                     )
                 )
@@ -205,9 +228,18 @@ class LocalJobsService(JobsService):
         description: Optional[str] = None,
         in_progress_timeout_minutes: Optional[int] = None,
         retry_criteria: Sequence[RetryCriterion] = (),
+        target_groups: Sequence[str] = (),
+        target_selection: TargetSelection = TargetSelection.SNAPSHOT,
+        namespace_id: Optional[str] = None,
+        rollout: Optional[RolloutConfig] = None,
+        abort_criteria: Sequence[AbortCriterion] = (),
     ) -> Job:
+        """Queue an execution on each target thing and on each member of the target groups.
+
+        A rollout queues them as its rate allows (``release_rollouts``); the rest waits.
+        """
         validation.check_job_id(job_id)
-        things = validation.check_targets(targets)
+        things = validation.check_targets(targets) if targets or not target_groups else []
         validation.check_document(document)
         validation.check_description(description)
         validation.check_in_progress_timeout(in_progress_timeout_minutes)
@@ -215,34 +247,244 @@ class LocalJobsService(JobsService):
         with self.operation():
             if self.store.get_job(job_id) is not None:
                 raise ResourceAlreadyExistsError(f"Job {job_id} already exists.")
+            direct = tuple(things)
+            for group in target_groups:
+                self.registry.group(group)
+                things.extend(self.registry.members(group, recursive=True))
+            things = list(dict.fromkeys(things))
             now = self.now()
             job = Job(
                 job_id=job_id,
                 document=document,
-                targets=tuple(things),
+                targets=direct,
                 status=JobStatus.IN_PROGRESS,
                 created_at=now,
                 last_updated_at=now,
                 description=description,
                 in_progress_timeout_minutes=in_progress_timeout_minutes,
                 retry_criteria=criteria,
+                target_groups=tuple(dict.fromkeys(target_groups)),
+                target_selection=TargetSelection(target_selection),
+                namespace_id=namespace_id,
+                rollout=rollout,
+                abort_criteria=tuple(abort_criteria),
             )
-            with self._watching(things), self.store.transaction():
+            with self.store.transaction():
                 self.store.insert_job(job)
-                for thing in things:
-                    self.store.insert_execution(
-                        JobExecution(
-                            job_id=job_id,
-                            thing_name=thing,
-                            status=ExecutionStatus.QUEUED,
-                            execution_number=1,
-                            version_number=1,
-                            queued_at=now,
-                            last_updated_at=now,
-                        )
-                    )
-            log.info("job %s created for %s", job_id, ", ".join(things))
+                if rollout is not None:
+                    self.store.put_rollout(job_id, rollouts.starting_state(rollout, now))
+                self._queue_executions(job, things, now)
+                self._complete_job_if_done(job_id, now)
+            log.info("job %s created for %s", job_id, ", ".join(things) or "no thing yet")
             return job
+
+    def _queue_executions(self, job: Job, things: Sequence[str], now: float) -> None:
+        """Queue a first execution of ``job`` on each thing, or plan it when a rollout runs."""
+        if job.rollout is not None:
+            self.store.plan_executions(job.job_id, list(things))
+            self._release(job, now)
+            if self._rollout_clock is not None:
+                self._rollout_clock.wake()
+            return
+        self._insert_executions(job, things, now)
+
+    def _insert_executions(self, job: Job, things: Sequence[str], now: float) -> None:
+        namespace = job.namespace_id or ""
+        with self._watching(things, namespace), self.store.transaction():
+            for thing in things:
+                self.store.insert_execution(
+                    JobExecution(
+                        job_id=job.job_id,
+                        thing_name=thing,
+                        status=ExecutionStatus.QUEUED,
+                        execution_number=1,
+                        version_number=1,
+                        queued_at=now,
+                        last_updated_at=now,
+                        namespace=namespace,
+                    )
+                )
+
+    # rollouts
+
+    def release_rollouts(self) -> Optional[float]:
+        """Queue what each rollout's rate allows now; seconds until the next window (or None)."""
+        with self.operation():
+            now = self.now()
+            waits = []
+            for job_id in self.store.rolling_jobs():
+                job = self.store.get_job(job_id)
+                if job is None or job.rollout is None or job.status is not JobStatus.IN_PROGRESS:
+                    self.store.unplan(job_id)
+                    continue
+                state = self._release(job, now)
+                if state is not None and self.store.planned_count(job_id):
+                    waits.append(rollouts.next_window(state, self.minute_seconds) - now)
+            return min(waits) if waits else None
+
+    def _release(self, job: Job, now: float) -> Optional[rollouts.RolloutState]:
+        state = self.store.get_rollout(job.job_id)
+        if state is None or job.rollout is None:
+            return None
+        allowed, state = rollouts.quota(state, now, self.minute_seconds)
+        things = self.store.planned_things(job.job_id, allowed) if allowed else []
+        if things:
+            with self.store.transaction():
+                self.store.unplan(job.job_id, things)
+                self._insert_executions(job, things, now)
+                counts = self._counts(job.job_id)
+                notified = sum(counts.values())
+                state = rollouts.after_release(
+                    job.rollout,
+                    state,
+                    len(things),
+                    notified,
+                    counts[ExecutionStatus.SUCCEEDED],
+                )
+                self.store.put_rollout(job.job_id, state)
+            log.info("job %s: rollout queued %d more", job.job_id, len(things))
+        else:
+            self.store.put_rollout(job.job_id, state)
+        return state
+
+    def _counts(self, job_id: str) -> Dict[ExecutionStatus, int]:
+        counts = {status: 0 for status in ExecutionStatus}
+        for execution in self.store.latest_executions_of_job(job_id):
+            counts[execution.status] += 1
+        return counts
+
+    def _abort_if_due(self, job_id: str) -> None:
+        """Cancel the job when its abortConfig's criteria are met."""
+        job = self.store.get_job(job_id)
+        if job is None or not job.abort_criteria or job.status is not JobStatus.IN_PROGRESS:
+            return
+        criterion = rollouts.abort_criterion(job.abort_criteria, self._counts(job_id))
+        if criterion is None:
+            return
+        log.info("job %s: abort criterion %s met; canceling", job_id, criterion)
+        self.cancel_job(
+            job_id,
+            reason_code=rollouts.abort_reason_code(criterion),
+            comment=(
+                f"Canceled by abortConfig: {criterion.failure_type} executions reached "
+                f"{criterion.threshold_percentage}% of at least "
+                f"{criterion.min_executed_things} executed things"
+            ),
+        )
+
+    # thing groups and CONTINUOUS jobs
+
+    def add_thing_to_group(self, group: str, thing: str) -> None:
+        """AddThingToThingGroup; a CONTINUOUS job that targets the group (or a parent of it)
+        gets an execution on the thing if it has none."""
+        with self.operation():
+            if not self.registry.add_member(group, thing):
+                return
+            now = self.now()
+            groups = set(self.registry.groups_of(thing))
+            for job in self.store.continuous_jobs_in_progress():
+                if (
+                    groups.intersection(job.target_groups)
+                    and self.store.get_execution(job.job_id, thing) is None
+                    and thing not in self.store.planned_things(job.job_id)
+                ):
+                    self._queue_executions(job, [thing], now)
+                    log.info("job %s: %s joined group %s", job.job_id, thing, group)
+
+    def remove_thing_from_group(self, group: str, thing: str) -> None:
+        """RemoveThingFromThingGroup; a QUEUED execution of a CONTINUOUS job that no longer
+        targets the thing becomes REMOVED."""
+        with self.operation():
+            if not self.registry.remove_member(group, thing):
+                return
+            now = self.now()
+            groups = set(self.registry.groups_of(thing))
+            for job in self.store.continuous_jobs_in_progress():
+                if thing in job.targets:
+                    continue
+                if groups.intersection(job.target_groups):
+                    continue
+                self.store.unplan(job.job_id, [thing])
+                execution = self.store.get_execution(job.job_id, thing)
+                if execution is not None and execution.status is ExecutionStatus.QUEUED:
+                    with self._watching([thing], execution.namespace), self.store.transaction():
+                        self.store.update_execution(
+                            dataclasses.replace(
+                                execution, status=ExecutionStatus.REMOVED, last_updated_at=now
+                            )
+                        )
+
+    def associate_targets(
+        self, job_id: str, things: Sequence[str], groups: Sequence[str], comment: Optional[str]
+    ) -> Job:
+        """AssociateTargetsWithJob: more targets for an IN_PROGRESS CONTINUOUS job."""
+        with self.operation():
+            job = self._job(job_id)
+            if not job.continuous:
+                raise InvalidRequestError(
+                    f"Job {job_id} is a SNAPSHOT job: targets can be added only to a "
+                    f"CONTINUOUS job"
+                )
+            if job.status is not JobStatus.IN_PROGRESS:
+                raise InvalidRequestError(
+                    f"Job {job_id} is {job.status.value}: targets can be added only while it "
+                    f"is IN_PROGRESS"
+                )
+            new_things = [t for t in things if t not in job.targets]
+            new_groups = [g for g in groups if g not in job.target_groups]
+            if len(job.targets) + len(job.target_groups) + len(new_things) + len(new_groups) > 100:
+                raise InvalidRequestError(f"Job {job_id} would have more than 100 targets")
+            for group in new_groups:
+                self.registry.group(group)
+            now = self.now()
+            job = dataclasses.replace(
+                job,
+                targets=job.targets + tuple(new_things),
+                target_groups=job.target_groups + tuple(new_groups),
+                last_updated_at=now,
+                comment=comment if comment is not None else job.comment,
+            )
+            reached = list(new_things)
+            for group in new_groups:
+                reached += self.registry.members(group, recursive=True)
+            fresh = [
+                t
+                for t in dict.fromkeys(reached)
+                if self.store.get_execution(job_id, t) is None
+                and t not in self.store.planned_things(job_id)
+            ]
+            with self.store.transaction():
+                self.store.update_job(job)
+                self._queue_executions(job, fresh, now)
+            return job
+
+    def update_job(self, job_id: str, **changes: object) -> Job:
+        """UpdateJob: replace the given fields (description, timeout, retries, rollout, abort)."""
+        with self.operation():
+            job = self._job(job_id)
+            job = dataclasses.replace(job, last_updated_at=self.now(), **changes)  # type: ignore[arg-type]
+            self.store.update_job(job)
+            if job.rollout is not None and self.store.get_rollout(job_id) is None:
+                self.store.put_rollout(job_id, rollouts.starting_state(job.rollout, self.now()))
+            if self._rollout_clock is not None:
+                self._rollout_clock.wake()
+            self._abort_if_due(job_id)
+            return job
+
+    def delete_job_execution(
+        self, job_id: str, thing_name: str, execution_number: int, *, force: bool = False
+    ) -> None:
+        """DeleteJobExecution: an IN_PROGRESS execution needs ``force``."""
+        with self.operation():
+            execution = self._execution(job_id, thing_name, execution_number)
+            if execution.status is ExecutionStatus.IN_PROGRESS and not force:
+                raise InvalidStateTransitionError(
+                    f"Job execution {execution_number} of job {job_id} on {thing_name} is "
+                    f"IN_PROGRESS; delete it with force"
+                )
+            with self._watching([thing_name], execution.namespace), self.store.transaction():
+                self.store.delete_execution(job_id, thing_name, execution_number)
+                self._complete_job_if_done(job_id, self.now())
 
     def describe_job(self, job_id: str) -> Job:
         with self._lock:
@@ -277,7 +519,10 @@ class LocalJobsService(JobsService):
                 raise InvalidRequestError(f"Job {job_id} is already canceled.")
             now = self.now()
             latest = self.store.latest_executions_of_job(job_id)
-            with self._watching(e.thing_name for e in latest), self.store.transaction():
+            self.store.unplan(job_id)
+            with self._watching(
+                (e.thing_name for e in latest), job.namespace_id or ""
+            ), self.store.transaction():
                 job = dataclasses.replace(
                     job,
                     status=JobStatus.CANCELED,
@@ -297,7 +542,12 @@ class LocalJobsService(JobsService):
 
     def delete_job(self, job_id: str, *, force: bool = False) -> None:
         with self.operation():
-            self._job(job_id)
+            job = self._job(job_id)
+            if job.status not in (JobStatus.COMPLETED, JobStatus.CANCELED) and not force:
+                raise InvalidStateTransitionError(
+                    f"Job {job_id} is {job.status.value}: only a COMPLETED or CANCELED job can "
+                    f"be deleted without force"
+                )
             executions = self.store.executions_of_job(job_id)
             running = [e for e in executions if e.status is ExecutionStatus.IN_PROGRESS]
             if running and not force:
@@ -305,8 +555,9 @@ class LocalJobsService(JobsService):
                     f"Job {job_id} has executions in progress on "
                     f"{', '.join(e.thing_name for e in running)}; delete it with force"
                 )
-            with self._watching(e.thing_name for e in executions):
+            with self._watching((e.thing_name for e in executions), job.namespace_id or ""):
                 self.store.delete_job(job_id)
+                self.registry.forget_tags(job.arn)
             log.info("job %s deleted%s", job_id, " with force" if force else "")
 
     def describe_job_execution(
@@ -362,7 +613,7 @@ class LocalJobsService(JobsService):
             now = self.now()
             if details is not None:
                 execution = dataclasses.replace(execution, status_details=details)
-            with self._watching([thing_name]), self.store.transaction():
+            with self._watching([thing_name], execution.namespace), self.store.transaction():
                 self._cancel_execution(execution, now, force)
                 self._complete_job_if_done(job_id, now)
             log.info("job %s execution on %s canceled", job_id, thing_name)
@@ -372,19 +623,23 @@ class LocalJobsService(JobsService):
 
     # device API (called by the data plane with the thing name taken from the topic)
 
-    def get_pending(self, thing_name: str, limit: Optional[int] = None) -> Sequence[JobExecution]:
+    def get_pending(
+        self, thing_name: str, limit: Optional[int] = None, namespace: str = ""
+    ) -> Sequence[JobExecution]:
         """The thing's pending executions, IN_PROGRESS first, then QUEUED in queue order.
 
-        ``limit`` keeps only the first ones (the device API lists at most 10).
+        ``limit`` keeps only the first ones (the device API lists at most 10). Each job
+        namespace is a queue of its own; "" is the default one.
         """
         with self._lock:
-            return self.store.pending_executions(thing_name, limit)
+            return self.store.pending_executions(thing_name, limit, namespace)
 
     def start_next(
         self,
         thing_name: str,
         status_details: Optional[Mapping[str, str]] = None,
         step_timeout_minutes: Optional[int] = None,
+        namespace: str = "",
     ) -> Optional[Tuple[JobExecution, Job]]:
         """Claim the next pending execution (StartNextPendingJobExecution).
 
@@ -396,21 +651,25 @@ class LocalJobsService(JobsService):
         if step_timeout_minutes is not None:
             validate_step_timeout(step_timeout_minutes)
         with self.operation():
-            pending = self.store.pending_executions(thing_name, limit=1)
+            pending = self.store.pending_executions(thing_name, limit=1, namespace=namespace)
             if not pending:
                 return None
             head = pending[0]
             job = self._job(head.job_id)
             if head.status is ExecutionStatus.IN_PROGRESS:
-                return head, job
+                return head, self._for_device(job)
             now = self.now()
-            with self._watching([thing_name]), self.store.transaction():
+            with self._watching([thing_name], namespace), self.store.transaction():
                 head = self._start(head, job, now, details, step_timeout_minutes)
             log.info("job %s started on %s by start-next", head.job_id, thing_name)
-            return head, job
+            return head, self._for_device(job)
 
     def describe_for_device(
-        self, thing_name: str, job_id: str, execution_number: Optional[int] = None
+        self,
+        thing_name: str,
+        job_id: str,
+        execution_number: Optional[int] = None,
+        namespace: str = "",
     ) -> Optional[Tuple[JobExecution, Job]]:
         """DescribeJobExecution over MQTT; ``$next`` gives the head or None.
 
@@ -419,17 +678,17 @@ class LocalJobsService(JobsService):
         """
         with self._lock:
             if job_id == NEXT:
-                pending = self.store.pending_executions(thing_name, limit=1)
+                pending = self.store.pending_executions(thing_name, limit=1, namespace=namespace)
                 if not pending:
                     return None
-                return pending[0], self._job(pending[0].job_id)
-            execution = self._execution(job_id, thing_name, execution_number)
+                return pending[0], self._for_device(self._job(pending[0].job_id))
+            execution = self._execution(job_id, thing_name, execution_number, namespace)
             if execution.status.terminal:
                 raise TerminalStateError(
                     f"Job execution {job_id} on {thing_name} is in terminal status "
                     f"{execution.status.value}"
                 )
-            return execution, self._job(job_id)
+            return execution, self._for_device(self._job(job_id))
 
     def update_execution(
         self,
@@ -441,6 +700,7 @@ class LocalJobsService(JobsService):
         expected_version: Optional[int] = None,
         execution_number: Optional[int] = None,
         step_timeout_minutes: Optional[int] = None,
+        namespace: str = "",
     ) -> Tuple[JobExecution, Job]:
         """UpdateJobExecution from the device; returns the updated execution and its job.
 
@@ -452,7 +712,7 @@ class LocalJobsService(JobsService):
         if step_timeout_minutes is not None:
             validate_step_timeout(step_timeout_minutes)
         with self.operation():
-            execution = self._execution(job_id, thing_name, execution_number)
+            execution = self._execution(job_id, thing_name, execution_number, namespace)
             job = self._job(job_id)
             if execution.status.terminal:
                 raise _with_execution(
@@ -471,7 +731,7 @@ class LocalJobsService(JobsService):
                 )
             _check_version(execution, expected_version)
             now = self.now()
-            with self._watching([thing_name]), self.store.transaction():
+            with self._watching([thing_name], execution.namespace), self.store.transaction():
                 if status is ExecutionStatus.IN_PROGRESS:
                     if execution.status is ExecutionStatus.QUEUED:
                         execution = self._start(
@@ -503,6 +763,8 @@ class LocalJobsService(JobsService):
                     )
                     self.store.update_execution(execution)
                     self._after_terminal(execution, job, now)
+            if execution.status.terminal:
+                self._abort_if_due(job_id)
             log.info(
                 "job %s execution %s on %s updated to %s (version %s)",
                 job_id,
@@ -511,9 +773,15 @@ class LocalJobsService(JobsService):
                 status.value,
                 execution.version_number,
             )
-            return execution, job
+            return execution, self._for_device(job)
 
     # internals (called with the lock held)
+
+    def _for_device(self, job: Optional[Job]) -> Optional[Job]:
+        """``job`` with the document a device is handed, e.g. fresh presigned URLs."""
+        if job is None or self._device_document is None:
+            return job
+        return dataclasses.replace(job, document=self._device_document(job))
 
     def _job(self, job_id: str) -> Job:
         job = self.store.get_job(job_id)
@@ -522,9 +790,16 @@ class LocalJobsService(JobsService):
         return job
 
     def _execution(
-        self, job_id: str, thing_name: str, execution_number: Optional[int] = None
+        self,
+        job_id: str,
+        thing_name: str,
+        execution_number: Optional[int] = None,
+        namespace: Optional[str] = None,
     ) -> JobExecution:
+        """The execution; with ``namespace`` (device topics) only one of that namespace."""
         execution = self.store.get_execution(job_id, thing_name, execution_number)
+        if execution is not None and namespace is not None and execution.namespace != namespace:
+            execution = None
         if execution is None:
             number = "" if execution_number is None else f" number {execution_number}"
             raise ResourceNotFoundError(
@@ -644,9 +919,13 @@ class LocalJobsService(JobsService):
 
     def _complete_job_if_done(self, job_id: str, now: float) -> None:
         job = self.store.get_job(job_id)
-        if job is None or job.status is not JobStatus.IN_PROGRESS:
+        if job is None or job.status is not JobStatus.IN_PROGRESS or job.continuous:
             return
-        if all(e.status.terminal for e in self.store.latest_executions_of_job(job_id)):
+        if self.store.planned_count(job_id):
+            return
+        # Only a job's latest execution on a thing can be pending (a retry is made after
+        # the one before ended), so "no pending execution" is "every latest one ended".
+        if not self.store.has_pending_executions(job_id):
             self.store.update_job(
                 dataclasses.replace(
                     job, status=JobStatus.COMPLETED, completed_at=now, last_updated_at=now
@@ -663,7 +942,9 @@ class LocalJobsService(JobsService):
             expired = self.store.expired_executions(now)
             for execution in expired:
                 job = self.store.get_job(execution.job_id)
-                with self._watching([execution.thing_name]), self.store.transaction():
+                with self._watching(
+                    [execution.thing_name], execution.namespace
+                ), self.store.transaction():
                     timed_out = dataclasses.replace(
                         execution,
                         status=ExecutionStatus.TIMED_OUT,
@@ -674,6 +955,7 @@ class LocalJobsService(JobsService):
                     self.store.update_execution(timed_out)
                     if job is not None:
                         self._after_terminal(timed_out, job, now)
+                self._abort_if_due(execution.job_id)
                 log.info(
                     "job %s execution %s on %s TIMED_OUT",
                     execution.job_id,

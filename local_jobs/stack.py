@@ -37,6 +37,7 @@ from local_jobs.broker import Broker, PortHold
 from local_jobs.certificates import CertificateSet, check_thing_name, ensure_certificates
 from local_jobs.model import thing_arn
 from local_jobs.processes import child_preexec
+from local_jobs.s3 import S3Server
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,9 @@ class LocalStack:
         *,
         mqtt_port: Optional[int] = None,
         control_port: Optional[int] = None,
+        jobs_data_port: Optional[int] = None,
+        s3: bool = False,
+        s3_port: Optional[int] = None,
         requests_per_second: Optional[float] = None,
         log_level: str = "INFO",
     ):
@@ -103,6 +107,13 @@ class LocalStack:
         self.mqtt_port = mqtt_port or self._hold_port(0)
         self.control_port = control_port or self._hold_port(0)
         self.control_url = f"http://127.0.0.1:{self.control_port}"
+        # The HTTPS device API (iot-jobs-data): its certificate names localhost.
+        self.jobs_data_port = jobs_data_port or self._hold_port(0)
+        self.jobs_data_url = f"https://localhost:{self.jobs_data_port}"
+        # The local S3 (moto, s3.py) for S3 documentSource and presigned URLs: only when asked.
+        self.s3_port = (s3_port or self._hold_port(0)) if s3 else None
+        self.s3_url = f"https://localhost:{self.s3_port}" if s3 else None
+        self._s3: Optional[S3Server] = None
         self.certs_dir = self.directory / "certs.d"
         self.broker_dir = self.directory / "broker.d"
         self.service_dir = self.directory / "service.d"
@@ -123,15 +134,26 @@ class LocalStack:
         """
         self.directory.mkdir(parents=True, exist_ok=True)
         self.documents_dir.mkdir(exist_ok=True)
-        for port in (self.mqtt_port, self.control_port):
+        for port in (self.mqtt_port, self.control_port, self.jobs_data_port, self.s3_port):
+            if port is None:
+                continue
             self._hold_port(port)
         self._certs = ensure_certificates(self.certs_dir, self._things)
         for name in self._things:
             self._write_settings(name)
         self._broker = Broker(self.broker_dir, self._certs, self.mqtt_port)
         _live_stacks.add(self)
+        if self.s3_port is not None:
+            self._s3 = S3Server(
+                self.s3_port,
+                self._certs.server.certificate,
+                self._certs.server.private_key,
+                self.directory / "s3.d" / "moto.log",
+            )
         try:
             self.start_broker(timeout)
+            if self._s3 is not None:
+                self._s3.start(timeout)
             self.start_service(timeout)
         except BaseException:
             self.stop()
@@ -141,6 +163,8 @@ class LocalStack:
     def stop(self) -> None:
         """Stop the service, then the broker; safe to call twice."""
         self.kill_service(graceful=True)
+        if self._s3 is not None:
+            self._s3.stop()
         if self._broker is not None:
             self._broker.stop()
         for hold in self._port_holds.values():
@@ -198,6 +222,8 @@ class LocalStack:
             "mqtt_host": "localhost",
             "mqtt_port": self.mqtt_port,
             "control_url": self.control_url,
+            "jobs_data_url": self.jobs_data_url,
+            **({"s3_url": self.s3_url} if self.s3_url else {}),
             "ca_path": str(self.ca_path),
             "minute_seconds": self.minute_seconds,
             "things": {
@@ -223,6 +249,22 @@ class LocalStack:
             aws_secret_access_key="local",  # noqa: S106 - dummy credentials of a local service
         )
 
+    def jobs_data_client(self, thing_name: str):
+        """A boto3 'iot-jobs-data' client speaking HTTPS as ``thing_name`` (its certificate)."""
+        import boto3
+        from botocore.config import Config
+
+        creds = self.thing(thing_name)
+        return boto3.client(
+            "iot-jobs-data",
+            endpoint_url=self.jobs_data_url,
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",  # noqa: S106 - dummy credentials of a local service
+            verify=str(self.ca_path),
+            config=Config(client_cert=(str(creds.certificate), str(creds.private_key))),
+        )
+
     # broker
 
     def start_broker(self, timeout: float = 10.0) -> None:
@@ -241,6 +283,32 @@ class LocalStack:
         self.start_broker(timeout)
         if self.service_running:
             self._wait_ready(count, timeout)
+
+    @property
+    def s3_running(self) -> bool:
+        """True when no local S3 was asked for, or it runs."""
+        return self._s3 is None or self._s3.running
+
+    def start_s3(self, timeout: float = 20.0) -> None:
+        if self._s3 is not None:
+            self._s3.start(timeout)
+
+    def s3_client(self):
+        """A boto3 's3' client for the local S3 (path-style, trusting the local CA)."""
+        import boto3
+        from botocore.config import Config
+
+        if self.s3_url is None:
+            raise StackError("this stack runs without a local S3 (LocalStack(s3=True))")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.s3_url,
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",  # noqa: S106 - dummy credentials of a local service
+            verify=str(self.ca_path),
+            config=Config(s3={"addressing_style": "path"}),
+        )
 
     @property
     def broker_running(self) -> bool:
@@ -270,6 +338,8 @@ class LocalStack:
             "--mqtt-port", str(self.mqtt_port),
             "--certs", str(self.certs_dir),
             "--control-port", str(self.control_port),
+            "--jobs-data-port", str(self.jobs_data_port),
+            *(["--s3-url", self.s3_url] if self.s3_url else []),
             "--minute-seconds", repr(self.minute_seconds),
             "--ready-file", str(self._ready_file),
             "--documents-dir", str(self.documents_dir),

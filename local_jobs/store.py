@@ -7,6 +7,7 @@ returns, so a service killed at any point restarts from what its clients were to
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sqlite3
@@ -15,12 +16,15 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
 from local_jobs.model import (
+    AbortCriterion,
     ExecutionStatus,
     Job,
     JobExecution,
     JobStatus,
     RetryCriterion,
     RetryFailureType,
+    RolloutConfig,
+    TargetSelection,
 )
 
 SCHEMA = """
@@ -62,38 +66,74 @@ CREATE INDEX IF NOT EXISTS executions_by_job ON executions (job_id, thing_name);
 -- The timer's queries (expired_executions, next_deadline) read IN_PROGRESS rows only.
 CREATE INDEX IF NOT EXISTS executions_by_status ON executions (status);
 -- How often each thing's set of pending (QUEUED or IN_PROGRESS) executions has changed,
--- kept by the triggers below in the same transaction as the change itself.
+-- kept by the triggers of FLEET_SCHEMA in the same transaction as the change itself.
 CREATE TABLE IF NOT EXISTS pending_changes (
     thing_name TEXT PRIMARY KEY,
     changes INTEGER NOT NULL
 );
-CREATE TRIGGER IF NOT EXISTS pending_insert AFTER INSERT ON executions
+"""
+
+# Added after the first release: columns an older database gets by ALTER TABLE, and the
+# pending-set triggers, re-made so that each (thing, namespace) queue is counted apart. A
+# queue's key is the thing name for the default namespace and "thing/namespace" otherwise
+# (a thing name holds no "/").
+_ADDED_COLUMNS = (
+    ("jobs", "fleet", "TEXT NOT NULL DEFAULT '{}'"),
+    ("executions", "namespace", "TEXT NOT NULL DEFAULT ''"),
+)
+_QUEUE_KEY = "CASE WHEN {row}.namespace = '' THEN {row}.thing_name " \
+    "ELSE {row}.thing_name || '/' || {row}.namespace END"
+FLEET_SCHEMA = f"""
+CREATE INDEX IF NOT EXISTS executions_by_queue ON executions (thing_name, namespace, status);
+DROP TRIGGER IF EXISTS pending_insert;
+DROP TRIGGER IF EXISTS pending_update;
+DROP TRIGGER IF EXISTS pending_delete;
+CREATE TRIGGER pending_insert AFTER INSERT ON executions
 WHEN NEW.status IN ('QUEUED', 'IN_PROGRESS')
 BEGIN
-    INSERT OR IGNORE INTO pending_changes VALUES (NEW.thing_name, 0);
-    UPDATE pending_changes SET changes = changes + 1 WHERE thing_name = NEW.thing_name;
+    INSERT OR IGNORE INTO pending_changes VALUES ({_QUEUE_KEY.format(row="NEW")}, 0);
+    UPDATE pending_changes SET changes = changes + 1
+    WHERE thing_name = {_QUEUE_KEY.format(row="NEW")};
 END;
-CREATE TRIGGER IF NOT EXISTS pending_update AFTER UPDATE OF status ON executions
+CREATE TRIGGER pending_update AFTER UPDATE OF status ON executions
 WHEN (OLD.status IN ('QUEUED', 'IN_PROGRESS')) != (NEW.status IN ('QUEUED', 'IN_PROGRESS'))
 BEGIN
-    INSERT OR IGNORE INTO pending_changes VALUES (NEW.thing_name, 0);
-    UPDATE pending_changes SET changes = changes + 1 WHERE thing_name = NEW.thing_name;
+    INSERT OR IGNORE INTO pending_changes VALUES ({_QUEUE_KEY.format(row="NEW")}, 0);
+    UPDATE pending_changes SET changes = changes + 1
+    WHERE thing_name = {_QUEUE_KEY.format(row="NEW")};
 END;
-CREATE TRIGGER IF NOT EXISTS pending_delete AFTER DELETE ON executions
+CREATE TRIGGER pending_delete AFTER DELETE ON executions
 WHEN OLD.status IN ('QUEUED', 'IN_PROGRESS')
 BEGIN
-    UPDATE pending_changes SET changes = changes + 1 WHERE thing_name = OLD.thing_name;
+    UPDATE pending_changes SET changes = changes + 1
+    WHERE thing_name = {_QUEUE_KEY.format(row="OLD")};
 END;
+-- Executions a rollout has not queued yet, in the order they will be.
+CREATE TABLE IF NOT EXISTS planned_executions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    thing_name TEXT NOT NULL,
+    UNIQUE (job_id, thing_name)
+);
+-- Where each rollout stands: its rate, the minute window it is in and what it counted.
+CREATE TABLE IF NOT EXISTS rollouts (
+    job_id TEXT PRIMARY KEY,
+    rate INTEGER NOT NULL,
+    window_start REAL NOT NULL,
+    released_in_window INTEGER NOT NULL,
+    notified_mark INTEGER NOT NULL DEFAULT 0,
+    succeeded_mark INTEGER NOT NULL DEFAULT 0
+);
 """
 
 _EXECUTION_COLUMNS = (
     "job_id, thing_name, execution_number, status, version_number, queued_at, last_updated_at, "
     "started_at, status_details, force_canceled, retry_attempt, in_progress_deadline, "
-    "step_deadline"
+    "step_deadline, namespace"
 )
 _JOB_COLUMNS = (
     "job_id, document, targets, status, created_at, last_updated_at, description, completed_at, "
-    "in_progress_timeout_minutes, retry_criteria, force_canceled, reason_code, comment"
+    "in_progress_timeout_minutes, retry_criteria, force_canceled, reason_code, comment, fleet"
 )
 _PENDING = (ExecutionStatus.QUEUED.value, ExecutionStatus.IN_PROGRESS.value)
 # The head of a thing's queue: IN_PROGRESS executions first, then QUEUED ones.
@@ -111,6 +151,11 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        for table, column, kind in _ADDED_COLUMNS:
+            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        self._db.executescript(FLEET_SCHEMA)
 
     def close(self) -> None:
         with self._connection_lock:
@@ -139,11 +184,24 @@ class Store:
         with self._connection_lock:
             self._db.execute(sql, args)
 
+    def query(self, sql: str, args=()) -> List[tuple]:
+        """Rows of one SQL query (for modules that keep their own tables: registry.py)."""
+        return self._query(sql, args)
+
+    def execute(self, sql: str, args=()) -> None:
+        """Run one SQL statement (joins the current transaction, if any)."""
+        self._execute(sql, args)
+
+    def executescript(self, sql: str) -> None:
+        """Run a schema script (CREATE ... IF NOT EXISTS) at start-up."""
+        with self._connection_lock:
+            self._db.executescript(sql)
+
     # jobs
 
     def insert_job(self, job: Job) -> None:
         self._execute(
-            f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", _job_row(job)
+            f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", _job_row(job)
         )
 
     def update_job(self, job: Job) -> None:
@@ -158,16 +216,82 @@ class Store:
     def list_jobs(self) -> List[Job]:
         return [_job(r) for r in self._query(f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY seq")]
 
+    def continuous_jobs_in_progress(self) -> List[Job]:
+        """IN_PROGRESS jobs whose targetSelection is CONTINUOUS, in creation order."""
+        rows = self._query(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = 'IN_PROGRESS'"
+            # LIKE, not json_extract: SQLite builds without JSON1 exist (fleet is json.dumps').
+            " AND fleet LIKE '%\"target_selection\": \"CONTINUOUS\"%' ORDER BY seq"
+        )
+        return [_job(r) for r in rows]
+
     def delete_job(self, job_id: str) -> None:
         with self.transaction():
             self._execute("DELETE FROM executions WHERE job_id = ?", (job_id,))
+            self._execute("DELETE FROM planned_executions WHERE job_id = ?", (job_id,))
+            self._execute("DELETE FROM rollouts WHERE job_id = ?", (job_id,))
             self._execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
+
+    def delete_execution(self, job_id: str, thing_name: str, execution_number: int) -> None:
+        self._execute(
+            "DELETE FROM executions WHERE job_id = ? AND thing_name = ? AND execution_number = ?",
+            (job_id, thing_name, execution_number),
+        )
+
+    # rollouts
+
+    def plan_executions(self, job_id: str, thing_names: List[str]) -> None:
+        """Keep executions a rollout queues later, in this order."""
+        with self._connection_lock:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO planned_executions (job_id, thing_name) VALUES (?, ?)",
+                [(job_id, name) for name in thing_names],
+            )
+
+    def planned_things(self, job_id: str, limit: int = -1) -> List[str]:
+        rows = self._query(
+            "SELECT thing_name FROM planned_executions WHERE job_id = ? ORDER BY seq LIMIT ?",
+            (job_id, limit),
+        )
+        return [row[0] for row in rows]
+
+    def planned_count(self, job_id: str) -> int:
+        return self._query(
+            "SELECT COUNT(*) FROM planned_executions WHERE job_id = ?", (job_id,)
+        )[0][0]
+
+    def unplan(self, job_id: str, thing_names: Optional[List[str]] = None) -> None:
+        """Forget planned executions: these, or all of the job's."""
+        if thing_names is None:
+            self._execute("DELETE FROM planned_executions WHERE job_id = ?", (job_id,))
+            return
+        with self._connection_lock:
+            self._db.executemany(
+                "DELETE FROM planned_executions WHERE job_id = ? AND thing_name = ?",
+                [(job_id, name) for name in thing_names],
+            )
+
+    def rolling_jobs(self) -> List[str]:
+        """Jobs with planned executions left."""
+        return [r[0] for r in self._query("SELECT DISTINCT job_id FROM planned_executions")]
+
+    def get_rollout(self, job_id: str) -> Optional[Tuple[int, float, int, int, int]]:
+        """(rate, window_start, released_in_window, notified_mark, succeeded_mark), or None."""
+        rows = self._query(
+            "SELECT rate, window_start, released_in_window, notified_mark, succeeded_mark"
+            " FROM rollouts WHERE job_id = ?",
+            (job_id,),
+        )
+        return tuple(rows[0]) if rows else None  # type: ignore[return-value]
+
+    def put_rollout(self, job_id: str, state: Tuple[int, float, int, int, int]) -> None:
+        self._execute("INSERT OR REPLACE INTO rollouts VALUES (?, ?, ?, ?, ?, ?)", (job_id, *state))
 
     # executions
 
     def insert_execution(self, execution: JobExecution) -> None:
         self._execute(
-            f"INSERT INTO executions ({_EXECUTION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO executions ({_EXECUTION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             _execution_row(execution),
         )
 
@@ -205,6 +329,15 @@ class Store:
         )
         return [_execution(r) for r in rows]
 
+    def has_pending_executions(self, job_id: str) -> bool:
+        """True while an execution of the job is QUEUED or IN_PROGRESS."""
+        return bool(
+            self._query(
+                "SELECT 1 FROM executions WHERE job_id = ? AND status IN (?, ?) LIMIT 1",
+                (job_id, *_PENDING),
+            )
+        )
+
     def latest_executions_of_job(self, job_id: str) -> List[JobExecution]:
         """The latest execution of the job on each thing, in the order they were first queued."""
         rows = self._query(
@@ -231,7 +364,7 @@ class Store:
         return [_execution(r) for r in rows]
 
     def pending_executions(
-        self, thing_name: str, limit: Optional[int] = None
+        self, thing_name: str, limit: Optional[int] = None, namespace: str = ""
     ) -> List[JobExecution]:
         """The thing's IN_PROGRESS executions, then its QUEUED ones, each in queue order.
 
@@ -244,14 +377,14 @@ class Store:
             if wanted == 0:
                 break
             rows = self._query(
-                f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE thing_name = ? AND status = ?"
-                " ORDER BY seq LIMIT ?",
-                (thing_name, status, wanted),
+                f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE thing_name = ?"
+                " AND namespace = ? AND status = ? ORDER BY seq LIMIT ?",
+                (thing_name, namespace, status, wanted),
             )
             found.extend(_execution(r) for r in rows)
         return found
 
-    def pending_shape(self, thing_name: str) -> Tuple[int, Optional[int]]:
+    def pending_shape(self, thing_name: str, namespace: str = "") -> Tuple[int, Optional[int]]:
         """How often the thing's pending set has changed, and the row id of its head (or None).
 
         Both come from indexes, whatever the queue's length: what the service compares before
@@ -259,16 +392,17 @@ class Store:
         the pending set only when inserted and leaves it for good (a terminal status is
         final), so the set differs exactly when the count of changes does.
         """
+        key = f"{thing_name}/{namespace}" if namespace else thing_name
         with self._connection_lock:
             rows = self._db.execute(
-                "SELECT changes FROM pending_changes WHERE thing_name = ?", (thing_name,)
+                "SELECT changes FROM pending_changes WHERE thing_name = ?", (key,)
             ).fetchall()
             changes = rows[0][0] if rows else 0
             for status in _PENDING_ORDER:
                 rows = self._db.execute(
-                    "SELECT seq FROM executions WHERE thing_name = ? AND status = ?"
-                    " ORDER BY seq LIMIT 1",
-                    (thing_name, status),
+                    "SELECT seq FROM executions WHERE thing_name = ? AND namespace = ?"
+                    " AND status = ? ORDER BY seq LIMIT 1",
+                    (thing_name, namespace, status),
                 ).fetchall()
                 if rows:
                     return changes, rows[0][0]
@@ -308,6 +442,7 @@ def _job_row(job: Job) -> tuple:
         int(job.force_canceled),
         job.reason_code,
         job.comment,
+        json.dumps(_fleet_fields(job)),
     )
 
 
@@ -328,7 +463,29 @@ def _job(row: tuple) -> Job:
         force_canceled=bool(row[10]),
         reason_code=row[11],
         comment=row[12],
+        **_fleet_values(json.loads(row[13] or "{}")),
     )
+
+
+def _fleet_fields(job: Job) -> dict:
+    """The job fields kept in the ``fleet`` JSON column (groups, selection, namespace, ...)."""
+    return {
+        "target_groups": list(job.target_groups),
+        "target_selection": job.target_selection.value,
+        "namespace_id": job.namespace_id,
+        "rollout": dataclasses.asdict(job.rollout) if job.rollout else None,
+        "abort_criteria": [dataclasses.asdict(c) for c in job.abort_criteria],
+    }
+
+
+def _fleet_values(fields: dict) -> dict:
+    return {
+        "target_groups": tuple(fields.get("target_groups", ())),
+        "target_selection": TargetSelection(fields.get("target_selection", "SNAPSHOT")),
+        "namespace_id": fields.get("namespace_id"),
+        "rollout": RolloutConfig(**fields["rollout"]) if fields.get("rollout") else None,
+        "abort_criteria": tuple(AbortCriterion(**c) for c in fields.get("abort_criteria", ())),
+    }
 
 
 def _execution_row(execution: JobExecution) -> tuple:
@@ -346,6 +503,7 @@ def _execution_row(execution: JobExecution) -> tuple:
         execution.retry_attempt,
         execution.in_progress_deadline,
         execution.step_deadline,
+        execution.namespace,
     )
 
 
@@ -364,4 +522,5 @@ def _execution(row: tuple) -> JobExecution:
         retry_attempt=row[10],
         in_progress_deadline=row[11],
         step_deadline=row[12],
+        namespace=row[13],
     )

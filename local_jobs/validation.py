@@ -27,6 +27,7 @@ from local_jobs.model import (
     ExecutionStatus,
     InvalidRequestError,
     RetryCriterion,
+    RetryFailureType,
 )
 
 # botocore's JobDocumentSource, JobDescription, Comment, ReasonCode and RetryCriteriaList limits.
@@ -119,6 +120,54 @@ def check_in_progress_timeout(
             f"{where} must be 1 to {MAX_IN_PROGRESS_TIMEOUT_MINUTES}, got {minutes}"
         )
     return minutes
+
+
+def parse_retry_config(config: Mapping[str, Any]) -> List[RetryCriterion]:
+    """``jobExecutionsRetryConfig`` as sent over HTTP: 1-2 criteria of failureType and
+    numberOfRetries (0-10)."""
+    where = "jobExecutionsRetryConfig.criteriaList"
+    criteria = config.get("criteriaList")
+    if not isinstance(criteria, list) or not 1 <= len(criteria) <= MAX_RETRY_CRITERIA:
+        raise InvalidRequestError(f"{where} must be a list of 1 to {MAX_RETRY_CRITERIA} criteria")
+    result = []
+    for index, item in enumerate(criteria):
+        at = f"{where}[{index}]"
+        if not isinstance(item, dict):
+            raise InvalidRequestError(
+                f"{at} must be an object with failureType and numberOfRetries"
+            )
+        try:
+            failure_type = RetryFailureType(item.get("failureType"))
+        except ValueError:
+            choices = ", ".join(t.value for t in RetryFailureType)
+            raise InvalidRequestError(f"{at}.failureType must be one of {choices}") from None
+        retries = item.get("numberOfRetries")
+        if (
+            not isinstance(retries, int)
+            or isinstance(retries, bool)
+            or not (0 <= retries <= MAX_RETRIES)
+        ):
+            raise InvalidRequestError(
+                f"{at}.numberOfRetries must be an integer from 0 to {MAX_RETRIES}"
+            )
+        result.append(RetryCriterion(failure_type, retries))
+    return result
+
+
+def check_presigned_url_config(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """``presignedUrlConfig``: ``roleArn`` (20-2048 characters) and ``expiresInSec`` (60-3600),
+    both optional."""
+    role = config.get("roleArn")
+    if role is not None and (not isinstance(role, str) or not 20 <= len(role) <= 2048):
+        raise InvalidRequestError("presignedUrlConfig.roleArn must be 20 to 2048 characters")
+    expires = config.get("expiresInSec")
+    if expires is not None and (
+        isinstance(expires, bool) or not isinstance(expires, int) or not 60 <= expires <= 3600
+    ):
+        raise InvalidRequestError(
+            f"presignedUrlConfig.expiresInSec must be 60 to 3600, got {json.dumps(expires)[:40]}"
+        )
+    return dict(config)
 
 
 def check_retry_criteria(criteria: Sequence[RetryCriterion]) -> Tuple[RetryCriterion, ...]:

@@ -8,6 +8,8 @@ Runs ``jobs_agent.run_agent`` exactly as ``jobs_agent.main`` does, with these jo
   (JobFailed) when the job should stop; safe to re-run.
 - ``SLEEP_ONCE``: the same, not safe to re-run.
 - ``STUBBORN`` ``{"seconds": s}``: sleeps ``s`` seconds ignoring ``should_stop``.
+- ``STUBBORN_RERUN`` ``{"seconds": s, "then": t}``: the same for ``s`` seconds on its first
+  attempt, ``t`` on later ones; safe to re-run.
 
 Each handler start appends ``<job id> <attempt>`` to the runs file (flushed at once), so a
 test can count runs across restarts.
@@ -59,13 +61,20 @@ def main() -> int:
         time.sleep(float(document.get("seconds", 1)))
         return {"stubborn": "done"}
 
+    def stubborn_rerun(document, job):
+        record(job)
+        time.sleep(float(document.get("seconds" if job.attempt == 1 else "then", 0)))
+        return {"stubborn": "done", "attempt": str(job.attempt)}
+
     sleep.safe_to_rerun = True
+    stubborn_rerun.safe_to_rerun = True
     settings = load_settings(args.config)
     jobs_agent.configure_logging(settings.agent.log_level)
     handlers = [
         (jobs_agent.get_job_type, "SLEEP", sleep),
         (jobs_agent.get_job_type, "SLEEP_ONCE", sleep_once),
         (jobs_agent.get_job_type, "STUBBORN", stubborn),
+        (jobs_agent.get_job_type, "STUBBORN_RERUN", stubborn_rerun),
     ]
     return jobs_agent.run_agent(settings, handlers)
 

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from agent.job import JobContext
 from agent.journal import Journal
 from agent.mqtt import make_mqtt_client
 from agent.settings import load_settings
@@ -139,7 +140,7 @@ class Recorder:
         self.lock = threading.Lock()
         self.release = threading.Event()
 
-    def record(self, document: Dict[str, Any], job: Any) -> None:
+    def record(self, document: Dict[str, Any], job: JobContext) -> None:
         with self.lock:
             self.calls.append((job.job_id, job.attempt))
 
@@ -147,12 +148,12 @@ class Recorder:
         with self.lock:
             return sum(1 for called, _ in self.calls if called == job_id)
 
-    def quick(self, document: Dict[str, Any], job: Any) -> Dict[str, str]:
+    def quick(self, document: Dict[str, Any], job: JobContext) -> Dict[str, str]:
         """Succeeds at once with the document's ``answer``."""
         self.record(document, job)
         return {"answer": str(document.get("answer", "done"))}
 
-    def blocking(self, document: Dict[str, Any], job: Any) -> Dict[str, str]:
+    def blocking(self, document: Dict[str, Any], job: JobContext) -> Dict[str, str]:
         """Reports progress until ``release`` is set or the job should stop."""
         self.record(document, job)
         step = 0

@@ -272,13 +272,13 @@ def test_cancel_job_execution_passes_force_version_and_details(iot, fake):
 
 
 def test_unknown_route_is_404_naming_method_path_and_supported_operations(server):
-    request = urllib.request.Request(server.url + "/thing-groups", method="GET")
+    request = urllib.request.Request(server.url + "/billing-groups", method="GET")
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=5)
     assert caught.value.code == 404
     assert caught.value.headers["x-amzn-ErrorType"] == "UnknownOperationException"
     message = json.loads(caught.value.read())["message"]
-    assert message.startswith("GET /thing-groups is not an operation")
+    assert message.startswith("GET /billing-groups is not an operation")
     assert all(name in message for name in SUPPORTED_OPERATIONS)
 
 
@@ -316,8 +316,8 @@ def test_unexpected_service_failure_is_500_internal_failure(iot, fake, monkeypat
 @pytest.mark.parametrize(
     "request_fields, expected",
     [
-        ({"targets": ["thing-1"]}, 'targets: "thing-1" is not a thing ARN'),
-        ({"targets": [thing_arn("bad name!")]}, "names an invalid thing name 'bad name!'"),
+        ({"targets": ["thing-1"]}, 'targets: "thing-1" is not a thing or thing group ARN'),
+        ({"targets": [thing_arn("bad name!")]}, "targets: name in"),
         ({"document": "x" * 32769}, "document: the job document is 32769 characters long"),
         ({"document": "{nope"}, "document: the job document is not valid JSON"),
         ({"document": "[1]"}, "document: the job document must be a JSON object, got list"),
@@ -335,9 +335,11 @@ def test_unexpected_service_failure_is_500_internal_failure(iot, fake, monkeypat
             },
             "jobExecutionsRetryConfig.criteriaList[0].numberOfRetries must be an integer",
         ),
-        ({"targetSelection": "CONTINUOUS"}, "targetSelection 'CONTINUOUS' is not supported"),
-        ({"abortConfig": {}}, None),
-        ({"abortConfig": {"criteriaList": [{"x": 1}]}}, "abortConfig not supported"),
+        ({"targetSelection": "SOMETIMES"}, "targetSelection must be SNAPSHOT or CONTINUOUS"),
+        ({"targetSelection": "CONTINUOUS"}, None),
+        ({"abortConfig": {}}, "abortConfig.criteriaList must be a non-empty list"),
+        ({"abortConfig": {"criteriaList": [{"x": 1}]}}, "criteriaList[0].failureType must be"),
+        ({"schedulingConfig": {"startTime": "x"}}, "schedulingConfig not supported"),
         ({"description": "a\x00b"}, "description must be 1 to 2028 characters"),
     ],
 )

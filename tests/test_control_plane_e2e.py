@@ -205,7 +205,7 @@ def test_cli_cancel_and_delete_with_force(cli, iot, job_id, device):
 def test_cli_bad_target_names_the_target(cli, job_id):
     result = cli("create-job", "--job-id", job_id, "--targets", "thing-1", "--document", "{}")
     assert "(InvalidRequestException)" in result.stderr
-    assert 'targets: "thing-1" is not a thing ARN' in result.stderr
+    assert 'targets: "thing-1" is not a thing or thing group ARN' in result.stderr
 
 
 # --------------------------------------------------------------------------- CreateJob
@@ -255,8 +255,8 @@ def test_create_job_from_s3_explains_how_to_use_a_local_file(iot, job_id):
 @pytest.mark.parametrize(
     "fields, expected",
     [
-        ({"targets": ["thing-1"]}, 'targets: "thing-1" is not a thing ARN'),
-        ({"targets": ["arn:aws:iot:us-east-1:123456789012:thinggroup/g"]}, "not a thing ARN"),
+        ({"targets": ["thing-1"]}, 'targets: "thing-1" is not a thing or thing group ARN'),
+        ({"targets": ["arn:aws:iot:us-east-1:123456789012:job/x"]}, "is a job ARN"),
         ({"document": "x" * 32769}, "document: the job document is 32769 characters long"),
         ({"document": "not json"}, "document: the job document is not valid JSON"),
         (

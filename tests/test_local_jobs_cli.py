@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
+import shlex
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
+from typing import Dict, List, Tuple
 
 import pytest
+from start_sh_fixtures import make_checkout
+
+from local_jobs.apt_repo import AptRoot
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -36,12 +41,12 @@ def _alive(pid: int) -> bool:
 class Up:
     """``./localjobs up`` running as a child process."""
 
-    def __init__(self, directory: Path, *args: str):
+    def __init__(self, directory: Path, *args: str, localjobs: Path = LOCALJOBS):
         self.directory = directory
         self.endpoints = directory / "endpoints.json"
         started = time.time_ns()
         self.process = subprocess.Popen(
-            [sys.executable, str(LOCALJOBS), "up", "--dir", str(directory), *args],
+            [str(localjobs), "up", "--dir", str(directory), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -94,7 +99,7 @@ def test_up_writes_endpoints_and_ready_settings_for_each_thing(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_up_stops_broker_and_service_on_signal(tmp_path, sig):
     up = Up(tmp_path / "lj", "--thing", "dev-a")
-    assert len(up.children) == 2  # mosquitto and the Jobs service
+    assert len(up.children) == 3  # mosquitto, the local S3 and the Jobs service
     up.stop(sig)
     assert up.process.returncode == 0
     deadline = time.monotonic() + 10
@@ -120,7 +125,7 @@ def test_up_again_reuses_certificates_and_ports(tmp_path):
 
 def test_up_with_an_invalid_thing_name_fails_with_a_clear_message(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(LOCALJOBS), "up", "--dir", str(tmp_path), "--thing", "a/b"],
+        [str(LOCALJOBS), "up", "--dir", str(tmp_path), "--thing", "a/b"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -128,3 +133,77 @@ def test_up_with_an_invalid_thing_name_fails_with_a_clear_message(tmp_path):
     )
     assert result.returncode == 1
     assert "invalid thing name 'a/b'" in result.stderr
+
+
+def printed_example(output: str) -> Tuple[Dict[str, str], List[List[str]]]:
+    """The environment and the commands ``./localjobs up`` printed, as a user would run them."""
+    block = output.split("Queue a job and run the agent", 1)[1].split("Local S3 (")[0]
+    lines = [line.strip() for line in block.splitlines()[1:] if line.startswith("  ")]
+    lines = [line for line in lines if not line.startswith("(")]
+    export, commands = lines[0], lines[1:]
+    assert export.startswith("export ")
+    env = dict(os.environ)
+    env.update(item.split("=", 1) for item in shlex.split(export)[1:])
+    return env, [shlex.split(command) for command in commands]
+
+
+@pytest.mark.timeout(240)
+def test_the_printed_example_runs_as_printed_into_the_throwaway_apt_root(tmp_path):
+    checkout = make_checkout(tmp_path / "checkout")
+    up = Up(tmp_path / "lj", "--thing", "dev-a", localjobs=checkout / "localjobs")
+    agent = None
+    try:
+        output = ""
+        for line in up.process.stdout:
+            output += line
+            if line.startswith("Ctrl-C stops everything"):
+                break
+        env, (create, run_agent, describe) = printed_example(output)
+        assert Path(create[0]).name == "aws" and Path(create[0]).is_file()
+        subprocess.run(create, cwd=str(tmp_path), env=env, check=True, timeout=60)
+        agent = subprocess.Popen(
+            run_agent, cwd=str(tmp_path), env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 150
+        status = None
+        while time.monotonic() < deadline and status not in ("SUCCEEDED", "FAILED", "REJECTED"):
+            answer = subprocess.run(
+                describe, cwd=str(tmp_path), env=env, capture_output=True, check=True, timeout=60
+            )
+            status = json.loads(answer.stdout)["execution"]["status"]
+            time.sleep(0.2)
+        assert status == "SUCCEEDED"
+        s3_block = output.split("Local S3 (", 1)[1].split("Ctrl-C stops everything")[0]
+        echo, *s3_lines = [
+            shlex.split(line) for line in s3_block.splitlines()[1:] if line.startswith("  ")
+            and not line.startswith("  (")
+        ]
+        assert echo[0] == "echo" and echo[2:] == [">", "job.json"]
+        (tmp_path / "job.json").write_text(echo[1] + "\n")
+        for command in s3_lines:
+            subprocess.run(command, cwd=str(tmp_path), env=env, check=True, timeout=60)
+        assert run_agent[0].endswith("start.sh")
+    finally:
+        if agent is not None:
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(timeout=60)
+        up.stop()
+    root = up.directory / "apt.d" / "root"
+    assert AptRoot(root).installed_version("cowsay") is not None
+    assert "this machine's packages are never touched" in output
+    assert "./localjobs up --host-apt" in output
+
+
+def test_host_apt_settings_have_no_throwaway_root(tmp_path):
+    first = Up(tmp_path / "lj", "--thing", "dev-a")
+    first.stop()
+    settings = configparser.ConfigParser()
+    settings.read(tmp_path / "lj" / "dev-a" / "settings.conf")
+    assert settings["apt"]["root_dir"] == str(tmp_path / "lj" / "apt.d" / "root")
+    second = Up(tmp_path / "lj", "--thing", "dev-a", "--host-apt")
+    out = second.stop()
+    settings = configparser.ConfigParser()
+    settings.read(tmp_path / "lj" / "dev-a" / "settings.conf")
+    assert not settings.has_option("apt", "root_dir")
+    assert "THIS machine's packages" in out

@@ -11,10 +11,10 @@ import pytest
 from managed_fixtures import FileServer, document, make_handler, make_job
 
 from agent.errors import JobFailed, JobHandedOver, JobRejected
+from agent.job import JobContext, StopReason
 from agent.managed.document import mask_url
 from agent.managed.download import resolve_target
 from agent.managed.settings import DownloadSettings
-from job_client import JobContext
 from local_jobs.certificates import ensure_certificates
 
 BODY = os.urandom(300_000)
@@ -137,7 +137,7 @@ def test_download_stopped_by_the_agent_shutdown_is_handed_over_and_resumed(
 ):
     doc = download_doc(server.url("/f.bin"), "f.bin")
     with pytest.raises(JobHandedOver):
-        handler_for(tmp_path, certs, downloads)(doc, stopping_job("agent shutting down"))
+        handler_for(tmp_path, certs, downloads)(doc, stopping_job(StopReason.AGENT_STOPPING))
     got = (downloads / ".f.bin.part").stat().st_size
     assert 0 < got < len(BODY)
     assert not (downloads / "f.bin").exists()
@@ -151,7 +151,7 @@ def test_download_of_a_canceled_job_fails_and_leaves_no_partial_file(
 ):
     doc = download_doc(server.url("/f.bin"), "f.bin")
     with pytest.raises(JobFailed) as raised:
-        handler_for(tmp_path, certs, downloads)(doc, stopping_job("canceled at the service"))
+        handler_for(tmp_path, certs, downloads)(doc, stopping_job(StopReason.SERVICE_ENDED))
     assert raised.value.code == "STOPPED"
     assert sorted(path.name for path in downloads.iterdir()) == []
 

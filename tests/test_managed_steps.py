@@ -12,6 +12,7 @@ from agent_core_fixtures import wait_for
 from managed_fixtures import document, make_handler, make_job, make_standin, standin_calls
 
 from agent.errors import JobFailed, JobHandedOver, JobRejected
+from agent.job import StopReason
 from agent.managed.settings import RebootSettings, RunCommandSettings, ServicesSettings
 from agent.managed.steps import StepProgress
 
@@ -119,7 +120,7 @@ def test_restart_of_the_agent_that_stops_it_before_systemctl_returns_is_handed_o
     job = make_job()
     thread, outcome = run_in_thread(handler, doc, job)
     wait_for(started.exists, what="systemctl")
-    job._request_stop("agent shutting down")
+    job._request_stop(StopReason.AGENT_STOPPING)
     thread.join(15)
     assert [type(error) for error in outcome] == [JobHandedOver]
     details = handler(doc, make_job(attempt=2))
@@ -187,7 +188,7 @@ def test_reboot_records_the_boot_id_then_runs_the_command(tmp_path):
     thread, outcome = run_in_thread(handler, document("AWS-Reboot"), job)
     wait_for(lambda: standin_calls(tmp_path / "bin" / "reboot"), what="the reboot command")
     assert saved_progress(tmp_path / "state")["data"]["steps[0]"] == {"bootId": "boot-1"}
-    job._request_stop("agent shutting down")  # what the reboot does to the agent
+    job._request_stop(StopReason.AGENT_STOPPING)  # what the reboot does to the agent
     thread.join(10)
     assert [type(error) for error in outcome] == [JobHandedOver]
     saved = saved_progress(tmp_path / "state")
@@ -200,14 +201,15 @@ def test_reboot_of_a_job_canceled_while_waiting_fails_with_stopped(tmp_path):
     job = make_job()
     thread, outcome = run_in_thread(handler, document("AWS-Reboot"), job)
     wait_for(lambda: standin_calls(tmp_path / "bin" / "reboot"), what="the reboot command")
-    job._request_stop("the service canceled the job")
+    job._request_stop(StopReason.SERVICE_ENDED, "the service canceled the job")
     thread.join(10)
     assert [type(error) for error in outcome] == [JobFailed]
     assert outcome[0].code == "STOPPED"
 
 
 @pytest.mark.parametrize(
-    "reason, raised", [("agent shutting down", JobHandedOver), ("canceled", JobFailed)]
+    "reason, raised",
+    [(StopReason.AGENT_STOPPING, JobHandedOver), (StopReason.SERVICE_ENDED, JobFailed)],
 )
 def test_reboot_is_not_asked_for_when_the_job_is_already_stopping(tmp_path, reason, raised):
     handler = make_handler(tmp_path / "state", reboot=reboot_settings(tmp_path))
@@ -238,7 +240,7 @@ def test_reboot_command_ended_by_the_shutdown_hands_the_job_over_with_the_boot_i
     job = make_job()
     thread, outcome = run_in_thread(handler, document("AWS-Reboot"), job)
     wait_for(started.exists, what="the reboot command")
-    job._request_stop("agent shutting down")
+    job._request_stop(StopReason.AGENT_STOPPING)
     go.touch()
     thread.join(10)
     assert [type(error) for error in outcome] == [JobHandedOver]

@@ -26,6 +26,7 @@ from agent.apt.protocol import CANCELED, INSTALL, REMOVE, TIMEOUT, WORKER_FAILED
 from agent.apt.settings import AptSettings
 from agent.apt.versions import forget_versions, versions_path
 from agent.errors import JobFailed, JobHandedOver, JobRejected
+from agent.job import JobContext, StopReason
 from agent.process import POLL_SECONDS, Child, Lines, spawn
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -58,7 +59,7 @@ class AptUpdateHandler:
         self.settings = settings
         self._command = list(worker_command or [sys.executable, "-m", WORKER_MODULE])
 
-    def __call__(self, document: Mapping[str, Any], job: Any) -> Dict[str, str]:
+    def __call__(self, document: Mapping[str, Any], job: JobContext) -> Dict[str, str]:
         request = parse_document(document, self.settings.allowed_packages)
         job.log.info(
             "APT_UPDATE %s%s", describe(request), " (dry run)" if request.dry_run else ""
@@ -67,7 +68,7 @@ class AptUpdateHandler:
         job.log.info("APT_UPDATE done: %s", details.get("result"))
         return details
 
-    def remove(self, request: AptRequest, job: Any) -> Dict[str, str]:
+    def remove(self, request: AptRequest, job: JobContext) -> Dict[str, str]:
         """Remove the request's packages (names only): Remove-Application, not APT_UPDATE.
 
         Each name must match ``[apt] allowed_packages``. Returns statusDetails (per package
@@ -89,7 +90,7 @@ class AptUpdateHandler:
         job.log.info("remove done: %s", details.get("result"))
         return details
 
-    def _run_worker(self, request: AptRequest, job: Any, operation: str) -> Dict[str, str]:
+    def _run_worker(self, request: AptRequest, job: JobContext, operation: str) -> Dict[str, str]:
         versions_file = None
         if self.settings.state_dir is not None and not request.dry_run:
             versions_file = versions_path(self.settings.state_dir, str(job.job_id))
@@ -126,7 +127,9 @@ class AptUpdateHandler:
 class _WorkerRun:
     """One worker process: started, fed, watched until it reports or is stopped."""
 
-    def __init__(self, command: List[str], config: WorkerConfig, job: Any, settings: AptSettings):
+    def __init__(
+        self, command: List[str], config: WorkerConfig, job: JobContext, settings: AptSettings
+    ):
         self.command = command
         self.config = config
         self.job = job
@@ -259,12 +262,9 @@ class _WorkerRun:
         return f"the apt worker exited with status {status} without a result"
 
 
-def agent_stopping(job: Any) -> bool:
+def agent_stopping(job: JobContext) -> bool:
     """True once the agent is stopping (not when the service ended the job)."""
-    # agent/job.py's StopReason replaces the string once it lands
-    from job_client import AGENT_SHUTTING_DOWN
-
-    return job.should_stop() and getattr(job, "stop_reason", "") == AGENT_SHUTTING_DOWN
+    return job.should_stop() and job.stop_reason == StopReason.AGENT_STOPPING.value
 
 
 def describe(request: AptRequest) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 from urllib.parse import urlsplit
 
-from agent.errors import JobFailed, JobRejected
+from agent.errors import JobFailed, JobRejected, UrlRefused
 from agent.managed.document import Step, mask_url
 from agent.managed.settings import DownloadSettings
 from agent.managed.steps import NOT_ALLOWED, Action, StepOutcome, StepRun
@@ -34,10 +34,6 @@ from agent.process import User, current_user, lookup_user
 
 SHA256 = re.compile(r"sha256:([0-9a-fA-F]{64})")
 INVALID = "INVALID_DOCUMENT"
-
-
-class Refused(Exception):
-    """A URL (a redirect target) this action will not fetch."""
 
 
 def resolve_target(directory: Path, file_path: str) -> Path:
@@ -73,10 +69,10 @@ class DownloadAction(Action):
     def _check_url(self, url: str) -> None:
         parts = urlsplit(url)
         if parts.scheme.lower() != "https" or not parts.hostname:
-            raise Refused(f"only https:// URLs are downloaded, got {mask_url(url)!r}")
+            raise UrlRefused(f"only https:// URLs are downloaded, got {mask_url(url)!r}")
         hosts = self._settings.allowed_hosts
         if hosts and not any(fnmatch.fnmatchcase(parts.hostname.lower(), h) for h in hosts):
-            raise Refused(
+            raise UrlRefused(
                 f"host {parts.hostname!r} is not in [download] allowed_hosts ({', '.join(hosts)})"
             )
 
@@ -95,7 +91,7 @@ class DownloadAction(Action):
         url, file_path = step.args[0].strip(), step.args[1].strip()
         try:
             self._check_url(url)
-        except (Refused, ValueError) as error:
+        except (UrlRefused, ValueError) as error:
             raise JobRejected(f"{step.label}: {error}", NOT_ALLOWED) from None
         try:
             target = resolve_target(settings.directory, file_path)

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Tuple
 from urllib.parse import urlsplit
 
-from agent.errors import JobFailed
+from agent.errors import JobFailed, UrlRefused
 from agent.managed.document import mask_url
-from agent.managed.download import Refused
 from agent.managed.settings import DownloadSettings
 from agent.managed.steps import NOT_ALLOWED, StepRun, stop_step
 
@@ -45,7 +44,7 @@ def opener(
     settings: DownloadSettings, check_url: Callable[[str], None]
 ) -> urllib.request.OpenerDirector:
     """An HTTPS-only opener: the system CAs plus ``[download] ca_file``; redirects checked by
-    ``check_url`` (which raises Refused)."""
+    ``check_url`` (which raises UrlRefused)."""
     context = ssl.create_default_context()
     if settings.ca_file is not None:
         context.load_verify_locations(cafile=str(settings.ca_file))
@@ -127,7 +126,7 @@ def _fetch_once(
         request.add_header("Range", f"bytes={offset}-")
     try:
         response = opener.open(request, timeout=settings.timeout_seconds)
-    except Refused as error:
+    except UrlRefused as error:
         raise JobFailed(str(error), NOT_ALLOWED) from None
     except urllib.error.HTTPError as error:
         if error.code == 416 and offset:

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Tuple
 
 from agent.errors import JobError, JobFailed, JobHandedOver, JobRejected
+from agent.job import JobContext
 from agent.managed.document import (
+    ACTIONS,
     DEFAULT_PATHS,
     HANDLER_ACTIONS,
     ManagedDocument,
@@ -32,7 +34,6 @@ from agent.managed.document import (
     parse_managed_document,
 )
 from agent.process import current_user
-from job_client import AGENT_SHUTTING_DOWN
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,9 @@ class StepOutcome:
 class StepRun:
     """What a running step may use: the job, its deadline and its own saved data."""
 
-    def __init__(self, job: Any, step: Step, deadline_seconds: float, progress: StepProgress):
+    def __init__(
+        self, job: JobContext, step: Step, deadline_seconds: float, progress: StepProgress
+    ):
         self.job = job
         self.step = step
         self.timeout = deadline_seconds
@@ -74,7 +77,7 @@ class StepRun:
 
 def agent_stopping(run: StepRun) -> bool:
     """True once the agent is shutting down (not when the service canceled the job)."""
-    return run.job.should_stop() and run.job.stop_reason == AGENT_SHUTTING_DOWN
+    return run.job.agent_stopping()
 
 
 def stop_step(run: StepRun, what: str) -> NoReturn:
@@ -126,7 +129,7 @@ class StepProgress:
         self.ignored: List[str] = []
 
     @classmethod
-    def open(cls, state_dir: Path, job: Any, document: Mapping[str, Any]) -> StepProgress:
+    def open(cls, state_dir: Path, job: JobContext, document: Mapping[str, Any]) -> StepProgress:
         """The saved progress of this execution of this document, when resumed (attempt > 1);
         a fresh one otherwise. A different execution or document starts afresh."""
         key = hashlib.sha256(masked_document_key(document).encode()).hexdigest()
@@ -223,6 +226,12 @@ class ManagedJobHandler:
         self._state_dir = Path(state_dir)
         self._step_timeout = step_timeout_seconds
 
+    @property
+    def handles(self) -> str:
+        """What this handler runs, for the reason a document no handler takes is rejected."""
+        names = ", ".join(f"AWS-{action}" for action in ACTIONS if action in self._actions)
+        return f"the AWS managed templates {names}"
+
     def check(self, document: Mapping[str, Any]) -> Tuple[ManagedDocument, list]:
         """Parse and check every step; the runners in order. Raises JobRejected."""
         parsed = parse_managed_document(document)
@@ -242,7 +251,7 @@ class ManagedJobHandler:
             plan.append((step, action, action.check(step)))
         return parsed, plan
 
-    def __call__(self, document: Mapping[str, Any], job: Any) -> Dict[str, str]:
+    def __call__(self, document: Mapping[str, Any], job: JobContext) -> Dict[str, str]:
         parsed, plan = self.check(document)
         progress = StepProgress.open(self._state_dir, job, document)
         results: List[Tuple[Step, StepOutcome]] = []
