@@ -9,6 +9,7 @@ local-service part); with them, the stand-in will claim those and the agent its 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -21,6 +22,7 @@ from resilience_fixtures import set_option
 pytestmark = pytest.mark.timeout(90)
 
 THING = "thing-1"
+PREFIX = f"$aws/things/{THING}/jobs/"
 DEPLOYMENT_FILTERS = [
     f"$aws/things/{THING}/jobs/notify-namespace-aws-gg-deployment",
     f"$aws/things/{THING}/jobs/notify-next-namespace-aws-gg-deployment",
@@ -37,6 +39,7 @@ class NucleusStandIn:
         creds = stack.thing(THING)
         self.disconnects = 0
         self.connected = threading.Event()
+        self.finished: list = []  # deployment job ids it ended
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=THING, protocol=mqtt.MQTTv311
         )
@@ -47,6 +50,7 @@ class NucleusStandIn:
         )
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", stack.mqtt_port, keepalive=30)
         self.client.loop_start()
 
@@ -54,6 +58,24 @@ class NucleusStandIn:
         for topic_filter in DEPLOYMENT_FILTERS:
             client.subscribe(topic_filter, qos=1)
         self.connected.set()
+        self.ask_next()
+
+    def ask_next(self) -> None:
+        """As the nucleus does on connect and on a notification: get the next deployment."""
+        self.client.publish(PREFIX + "$next/namespace-aws-gg-deployment/get", "{}", qos=1)
+
+    def _on_message(self, client, userdata, message) -> None:
+        body = json.loads(message.payload or b"{}")
+        if message.topic.endswith("/get/accepted"):
+            execution = body.get("execution")
+            if execution:  # deploy it: report SUCCEEDED in the deployment namespace
+                topic = f"{PREFIX}{execution['jobId']}/namespace-aws-gg-deployment/update"
+                client.publish(topic, json.dumps({"status": "SUCCEEDED"}), qos=1)
+        elif message.topic.endswith("/update/accepted"):
+            self.finished.append(message.topic[len(PREFIX) :].split("/", 1)[0])
+            self.ask_next()
+        elif "notify" in message.topic:
+            self.ask_next()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.disconnects += 1
@@ -115,3 +137,52 @@ def test_the_harness_sees_a_takeover_when_both_use_the_thing_name(stack, nucleus
     finally:
         agent.close()
     assert nucleus.disconnects >= 1
+
+
+def create_deployment(stack, job_id: str) -> None:
+    stack.iot_client().create_job(
+        jobId=job_id,
+        targets=[stack.thing(THING).arn],
+        document=json.dumps({"components": {"com.example.Hello": {"componentVersion": "1.0.0"}}}),
+        namespaceId="aws-gg-deployment",
+    )
+
+
+@pytest.mark.parametrize("order", ["agent job first", "deployment first", "both waiting"])
+def test_each_gets_only_its_own_jobs_in_every_order(stack, nucleus, tmp_path, order):
+    settings = stack.thing(THING).settings_path
+    set_option(settings, "connection", "greengrass", "yes")
+    set_option(settings, "connection", "client_id", "")
+    agent = None
+    try:
+        if order != "both waiting":
+            agent = AgentProcess(settings, tmp_path / "agent.log", tmp_path / "runs")
+            agent.wait_log("connected; listening for jobs")
+        first, second = (
+            (("agent", "agent-1"), ("deploy", "deploy-1"))
+            if order != "deployment first"
+            else (("deploy", "deploy-1"), ("agent", "agent-1"))
+        )
+        for kind, job_id in (first, second):
+            if kind == "agent":
+                create_job(stack, job_id, {"jobType": "SLEEP", "seconds": 0.1})
+            else:
+                create_deployment(stack, job_id)
+        if agent is None:
+            nucleus.ask_next()
+            agent = AgentProcess(settings, tmp_path / "agent.log", tmp_path / "runs")
+        assert wait_status(stack, "agent-1", timeout=20)["status"] == "SUCCEEDED"
+        deadline = time.monotonic() + 20
+        while "deploy-1" not in nucleus.finished and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        if agent is not None:
+            agent.close()
+    assert nucleus.finished == ["deploy-1"]
+    assert "deploy-1" not in agent.log_text()
+    runs = (tmp_path / "runs").read_text().splitlines()
+    assert [line.split()[0] for line in runs] == ["agent-1"]  # the handler ran for its own
+    log_text = stack.broker_dir.joinpath("mosquitto.log").read_text(errors="replace")
+    assert nucleus.disconnects == 0
+    assert connections_as(log_text, THING) == 1
+    assert connections_as(log_text, f"{THING}-jobs-agent") == 1
