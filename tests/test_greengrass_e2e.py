@@ -4,8 +4,8 @@ certificate) and listens on the deployment namespace's topics; the agent, told i
 device, connects with its own client id. Both keep their connections, the agent's jobs run,
 and the broker's log shows each connection made once (no knock-each-other-offline loop).
 
-Jobs in the ``aws-gg-deployment`` namespace need the local service's namespaces (issue 16,
-local-service part); with them, the stand-in will claim those and the agent its own."""
+The stand-in also gets and ends ``aws-gg-deployment`` jobs as the nucleus does; with jobs of
+both namespaces queued in every order, each gets only its own."""
 
 from __future__ import annotations
 
