@@ -2,10 +2,17 @@
 
 Messages come from the network, so reading one must never raise anything but ValueError:
 
-- Nesting deeper than Python's JSON reader can follow (it raises RecursionError) is cut: each
-  value opened at ``MAX_DEPTH`` is replaced by ``null`` and the message is marked ``cut``, so
-  its ids and tokens can still be read and a job document that was cut is REJECTED rather than
-  run or silently dropped (a dropped start-next reply would be claimed again and again).
+- Nesting deeper than ``MAX_DEPTH`` is cut: each array or object that opens at depth
+  ``MAX_DEPTH`` is replaced by ``null`` and the message is marked ``cut``, so its ids and tokens
+  can still be read and a job document that was cut is REJECTED rather than run or silently
+  dropped (a dropped start-next reply would be claimed again and again). The depth is the
+  agent's, not the interpreter's: Python 3.9-3.12's JSON reader gives up near 1,000 levels
+  (RecursionError), 3.13's near 10,000, and the same message must get the same answer on every
+  supported Python.
+- Integers longer than ``MAX_INT_DIGITS`` digits are read as floats (so ``inf``, as JSON's
+  ``1e999`` is): Python 3.11 and later (and 3.9/3.10 updates) refuse to convert them and the
+  whole message would be unreadable, while Debian 11's 3.9.2 reads them; the same message
+  must be read the same way on both.
 - Objects remember keys that appear more than once (JSON keeps the last), so an ambiguous job
   document can be REJECTED instead of run with whichever value came last.
 """
@@ -15,18 +22,25 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+# The deepest nesting read as sent (the message's own object is level 1; a job document sits
+# at level 3). Far below where any supported Python's JSON reader gives up, from any stack.
 MAX_DEPTH = 64
+# Python's default int_max_str_digits (3.11+).
+MAX_INT_DIGITS = 4300
 
 
 class JsonObject(dict):
     """A JSON object; ``duplicate_keys`` names keys given more than once (the last value won)."""
 
     duplicate_keys: Tuple[str, ...] = ()
+    # Every value given, the overridden ones too: they count for the nesting depth.
+    all_values: Tuple[Any, ...] = ()
 
 
 def _object(pairs: List[Tuple[str, Any]]) -> JsonObject:
     obj = JsonObject(pairs)
     if len(obj) != len(pairs):
+        obj.all_values = tuple(value for _, value in pairs)
         seen: Dict[str, int] = {}
         for key, _ in pairs:
             seen[key] = seen.get(key, 0) + 1
@@ -34,8 +48,14 @@ def _object(pairs: List[Tuple[str, Any]]) -> JsonObject:
     return obj
 
 
+def _int(text: str) -> Any:
+    if len(text) - text.startswith("-") > MAX_INT_DIGITS:
+        return float(text)
+    return int(text)
+
+
 def _loads(text: str) -> Any:
-    return json.loads(text, object_pairs_hook=_object)
+    return json.loads(text, object_pairs_hook=_object, parse_int=_int)
 
 
 def parse_message(data: bytes) -> Tuple[Dict[str, Any], bool]:
@@ -50,17 +70,37 @@ def parse_message(data: bytes) -> Tuple[Dict[str, Any], bool]:
     cut = False
     try:
         value = _loads(text)
+        too_deep = _nested_deeper_than(value, MAX_DEPTH)
     except RecursionError:
+        too_deep = True
+    except ValueError as error:
+        raise ValueError(f"not JSON ({error})") from None
+    if too_deep:
         text, cut = cap_depth(text, MAX_DEPTH)
         try:
             value = _loads(text)
         except RecursionError:  # cannot happen once capped; never let it escape
             raise ValueError("nested too deeply") from None
-    except ValueError as error:
-        raise ValueError(f"not JSON ({error})") from None
     if not isinstance(value, dict):
         raise ValueError(f"not a JSON object but {type(value).__name__}")
     return value, cut
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether arrays and objects in ``value`` nest more than ``limit`` levels deep."""
+    pending = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children = getattr(item, "all_values", ()) or item.values()
+        else:
+            children = item
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth == limit:
+                    return True
+                pending.append((child, depth + 1))
+    return False
 
 
 def cap_depth(text: str, limit: int) -> Tuple[str, bool]:

@@ -31,6 +31,7 @@ from typing import (
     TypeVar,
 )
 
+from agent import greengrass
 from agent.errors import SettingsError
 from agent.tls import credential_problems
 
@@ -63,6 +64,8 @@ class ConnectionSettings:
     root_ca: Path
     certificate: Path
     private_key: Path
+    # The Greengrass runtime on this device and its thing ("" when none): see agent/greengrass.py.
+    greengrass: str = ""
 
 
 @dataclass(frozen=True)
@@ -339,7 +342,16 @@ def check_private_key_mode(
 # section adds it here.
 SETTINGS_KEYS: Dict[str, FrozenSet[str]] = {
     "connection": frozenset(
-        ("endpoint", "port", "thing_name", "client_id", "root_ca", "certificate", "private_key")
+        (
+            "endpoint",
+            "port",
+            "thing_name",
+            "client_id",
+            "greengrass",
+            "root_ca",
+            "certificate",
+            "private_key",
+        )
     ),
     "agent": frozenset(
         (
@@ -379,6 +391,7 @@ SETTINGS_KEYS: Dict[str, FrozenSet[str]] = {
     "run_command": frozenset(("enabled", "allowed_commands", "allowed_users", "path")),
     "security": frozenset(("require_signed_documents", "trusted_keys")),
 }
+GREENGRASS_CHOICES = ("auto", "yes", "no")
 
 # The endpoint of settings.conf.example and of the README: a file copied and not filled in.
 PLACEHOLDER_ENDPOINT = re.compile(r"(x+|a1b2c3d4e5f6g7)-ats\.iot\.[a-z0-9-]+\.amazonaws\.com")
@@ -461,13 +474,63 @@ def _load_connection(parser: configparser.ConfigParser, path: Path, problems: Li
             f"got {thing_name!r}"
         )
     values["thing_name"] = thing_name
-    values["client_id"] = _collect(problems, lambda: get_str(section, "client_id", "", path=path))
-    values["client_id"] = values["client_id"] or thing_name
+    values["client_id"], values["greengrass"] = _client_id(section, thing_name, path, problems)
     for key in ("root_ca", "certificate", "private_key"):
         values[key] = _collect(problems, lambda key=key: _credential_file(section, key, path))
     if any(value is None for value in values.values()):
         return None
     return ConnectionSettings(**values)
+
+
+def _client_id(
+    section: configparser.SectionProxy, thing_name: Optional[str], path: Path, problems: List[str]
+) -> Tuple[Optional[str], str]:
+    """The client id to connect with, and the Greengrass core found ("" when none).
+
+    On a Greengrass core device (found, or ``greengrass = yes``) the id must not be one the
+    nucleus connects with (agent/greengrass.py); the default there is ``<thing>-jobs-agent``.
+    """
+    client_id = _collect(problems, lambda: get_str(section, "client_id", "", path=path))
+    told = _collect(
+        problems,
+        lambda: get_choice(section, "greengrass", GREENGRASS_CHOICES, "auto", path=path),
+    )
+    if client_id is None or told is None or not thing_name:
+        return None, ""
+    # IOT_JOBS_AGENT_SYSTEM_ROOT: where to look for Greengrass instead of / (for tests).
+    root = Path(os.environ.get("IOT_JOBS_AGENT_SYSTEM_ROOT") or "/")
+    core = greengrass.detect(root) if told != "no" else None
+    if core is None and told != "yes":
+        return client_id or thing_name, ""
+    core_thing = (core and core.thing_name) or thing_name
+    runtime = (
+        f"{core.runtime} (found {core.found})"
+        if core
+        else "Greengrass ([connection] greengrass = yes)"
+    )
+    where = _where(path, section, "client_id")
+    if not client_id:
+        client_id = thing_name
+        if greengrass.nucleus_uses(client_id, core_thing):
+            client_id = greengrass.default_client_id(thing_name)
+        if len(client_id) > greengrass.MAX_CLIENT_ID_LENGTH:
+            problems.append(
+                f"{where}: this is a {runtime} core device of thing {core_thing!r}, and the "
+                f"agent's default client id there, {client_id!r}, is longer than AWS IoT's "
+                f"{greengrass.MAX_CLIENT_ID_LENGTH} characters; set client_id to another id "
+                f"that starts with {core_thing!r}, not followed by '#' or '-c' and two digits"
+            )
+            return None, runtime
+        return client_id, f"{runtime}, thing {core_thing}"
+    if greengrass.nucleus_uses(client_id, core_thing):
+        problems.append(
+            f"{where}: {client_id!r} is a client id the Greengrass nucleus connects with on "
+            f"this core device ({runtime}, thing {core_thing!r}); AWS IoT would drop one of "
+            f"the two connections over and over. Set client_id = "
+            f"{greengrass.default_client_id(core_thing)} (or leave it empty for that default)"
+        )
+        return None, runtime
+    return client_id, f"{runtime}, thing {core_thing}"
 
 
 def _load_agent(parser: configparser.ConfigParser, path: Path, problems: List[str]):

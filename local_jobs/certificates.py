@@ -1,8 +1,9 @@
 """Certificates for the local broker: a CA, the server, the Jobs service and one per thing.
 
-Made once with the ``cryptography`` library (or, when it is not installed, the ``openssl``
-command) into a folder the caller names and reused when present. Keys are EC P-256 (fast to
-make, accepted by OpenSSL, Mosquitto and the AWS SDKs); private keys are written with mode 0600.
+Made once with the ``cryptography`` library (the distribution's python3-cryptography, on
+every supported release) into a folder the caller names and reused when present. Keys are EC
+P-256 (fast to make, accepted by OpenSSL, Mosquitto and the AWS SDKs); private keys are written
+with mode 0600.
 
 Layout of the folder::
 
@@ -18,13 +19,10 @@ import datetime
 import ipaddress
 import logging
 import os
-import secrets
-import subprocess
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 from local_jobs.model import THING_NAME_PATTERN
 
@@ -33,7 +31,7 @@ try:
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-except ImportError:  # the openssl command does the same work
+except ImportError:  # ensure_certificates says what to install
     x509 = None
 
 log = logging.getLogger(__name__)
@@ -94,38 +92,32 @@ def check_thing_name(thing_name: str) -> str:
     return thing_name
 
 
-def ensure_certificates(
-    folder: os.PathLike, things: Sequence[str] = (), *, use_openssl: Optional[bool] = None
-) -> CertificateSet:
+def ensure_certificates(folder: os.PathLike, things: Sequence[str] = ()) -> CertificateSet:
     """Make whatever of the CA, server, service and thing certificates is missing in ``folder``.
 
-    Existing files are reused unchanged. ``use_openssl`` picks the ``openssl`` command over
-    the ``cryptography`` library (default: only when that library is missing). Raises
-    CertificateError for an invalid thing name or a failed ``openssl`` run.
+    Existing files are reused unchanged. Raises CertificateError for an invalid thing name, or
+    when a certificate must be made and the ``cryptography`` library is not installed.
     """
     for name in things:
         check_thing_name(name)
-    if use_openssl is None:
-        use_openssl = x509 is None
-    make_ca, make_leaf = (_openssl_ca, _openssl_leaf) if use_openssl else (_make_ca, _make_leaf)
     root = Path(folder)
     with _folder_lock:
         root.mkdir(parents=True, exist_ok=True)
         (root / "things").mkdir(exist_ok=True)
         ca = KeyPair(root / "ca.crt", root / "ca.key")
         if not _exists(ca):
-            make_ca(ca)
+            _make_ca(ca)
             log.info("made certificate authority %s", ca.certificate)
         server = KeyPair(root / "server.crt", root / "server.key")
         if not _exists(server):
-            make_leaf(server, "localhost", ca, server=True)
+            _make_leaf(server, "localhost", ca, server=True)
         service = KeyPair(root / f"{SERVICE_IDENTITY}.crt", root / f"{SERVICE_IDENTITY}.key")
         if not _exists(service):
-            make_leaf(service, SERVICE_IDENTITY, ca, server=False)
+            _make_leaf(service, SERVICE_IDENTITY, ca, server=False)
         for name in things:
             pair = _thing_pair(root, name)
             if not _exists(pair):
-                make_leaf(pair, name, ca, server=False)
+                _make_leaf(pair, name, ca, server=False)
                 log.info("made certificate for thing %s in %s", name, pair.certificate)
     return CertificateSet(root, ca, server, service)
 
@@ -134,62 +126,11 @@ def _exists(pair: KeyPair) -> bool:
     return pair.certificate.exists() and pair.private_key.exists()
 
 
-def _openssl(*args: str) -> None:
-    try:
-        result = subprocess.run(
-            ["openssl", *args], capture_output=True, text=True, check=False, timeout=60
-        )
-    except OSError as error:
-        raise CertificateError(f"cannot run openssl: {error}") from None
-    if result.returncode != 0:
+def _require_cryptography() -> None:
+    if x509 is None:
         raise CertificateError(
-            f"openssl {args[0]} failed ({result.returncode}): {result.stderr.strip()}"
+            "the cryptography library is not installed: apt-get install python3-cryptography"
         )
-
-
-def _openssl_key(path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.close(fd)
-    _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(tmp))
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
-def _openssl_ca(pair: KeyPair) -> None:
-    _openssl_key(pair.private_key)
-    tmp = pair.certificate.with_name(pair.certificate.name + ".tmp")
-    _openssl(
-        "req", "-x509", "-new", "-key", str(pair.private_key), "-subj", f"/CN={CA_COMMON_NAME}",
-        "-days", str(VALID_DAYS), "-sha256", "-out", str(tmp),
-        "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0",
-        "-addext", "keyUsage=critical,digitalSignature,keyCertSign,cRLSign",
-    )  # fmt: skip
-    os.replace(tmp, pair.certificate)
-
-
-def _openssl_leaf(pair: KeyPair, common_name: str, ca: KeyPair, *, server: bool) -> None:
-    _openssl_key(pair.private_key)
-    with tempfile.TemporaryDirectory() as scratch:
-        csr = Path(scratch) / "request.csr"
-        extensions = Path(scratch) / "extensions.cnf"
-        lines = [
-            "basicConstraints=critical,CA:FALSE",
-            f"extendedKeyUsage={'serverAuth' if server else 'clientAuth'}",
-            "authorityKeyIdentifier=keyid",
-        ]
-        if server:
-            lines.append("subjectAltName=DNS:localhost,IP:127.0.0.1")
-        extensions.write_text("\n".join(lines) + "\n")
-        _openssl("req", "-new", "-key", str(pair.private_key), "-subj", f"/CN={common_name}",
-                 "-out", str(csr))  # fmt: skip
-        tmp = pair.certificate.with_name(pair.certificate.name + ".tmp")
-        _openssl(
-            "x509", "-req", "-in", str(csr), "-CA", str(ca.certificate),
-            "-CAkey", str(ca.private_key), "-set_serial", str(secrets.randbits(64)),
-            "-days", str(VALID_DAYS), "-sha256", "-extfile", str(extensions), "-out", str(tmp),
-        )  # fmt: skip
-        os.replace(tmp, pair.certificate)
 
 
 def _new_key():
@@ -228,8 +169,7 @@ def _validity():
 
 
 def _make_ca(pair: KeyPair) -> None:
-    if x509 is None:
-        raise CertificateError("the cryptography library is not installed; use openssl")
+    _require_cryptography()
     key = _new_key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_COMMON_NAME)])
     not_before, not_after = _validity()
@@ -264,8 +204,7 @@ def _make_ca(pair: KeyPair) -> None:
 
 
 def _make_leaf(pair: KeyPair, common_name: str, ca: KeyPair, *, server: bool) -> None:
-    if x509 is None:
-        raise CertificateError("the cryptography library is not installed; use openssl")
+    _require_cryptography()
     ca_cert, ca_key = _load_pair(ca)
     key = _new_key()
     not_before, not_after = _validity()

@@ -77,6 +77,12 @@ ensure_venv() {
     return $rc
 }
 
+_pip_install() {
+    local dir=$1
+    shift
+    "$dir/bin/python" -m pip install --disable-pip-version-check --no-input -q "$@"
+}
+
 _ensure_venv_locked() {
     local dir=$1 stamp=$2 file line stale=()
     shift 2
@@ -96,10 +102,18 @@ _ensure_venv_locked() {
     done
     [ "${#stale[@]}" -gt 0 ] || return 0
     echo "Installing Python requirements into $dir: ${stale[*]}"
-    local args=()
-    for file in "${stale[@]}"; do args+=(-r "$file"); done
-    "$dir/bin/python" -m pip install --disable-pip-version-check --no-input -q "${args[@]}" \
-        || return 1
+    # pip checks hashes for all requirements of one run or for none: files with hashes
+    # (requirements.txt) get a run of their own, in hash-checking mode.
+    local hashed=() plain=()
+    for file in "${stale[@]}"; do
+        if grep -q -- '--hash=' "$file"; then hashed+=(-r "$file"); else plain+=(-r "$file"); fi
+    done
+    if [ "${#hashed[@]}" -gt 0 ]; then
+        _pip_install "$dir" "${hashed[@]}" || return 1
+    fi
+    if [ "${#plain[@]}" -gt 0 ]; then
+        _pip_install "$dir" "${plain[@]}" || return 1
+    fi
     for file in "${stale[@]}"; do
         line="$(sha256sum "$file" | cut -d' ' -f1)  $(basename "$file")"
         { awk -v name="$(basename "$file")" '$2 != name' "$stamp" 2>/dev/null; echo "$line"; } \
