@@ -13,6 +13,7 @@ from managed_fixtures import document, make_handler, make_job, make_standin, sta
 
 from agent.errors import JobFailed, JobHandedOver, JobRejected
 from agent.job import StopReason
+from agent.managed.run_command import AGENT_HOME
 from agent.managed.settings import RebootSettings, RunCommandSettings, ServicesSettings
 from agent.managed.steps import StepProgress
 
@@ -316,6 +317,27 @@ def test_command_not_allowed_is_rejected(tmp_path, command):
     handler = make_handler(tmp_path / "state", run_command=commands("echo", "/bin/true"))
     with pytest.raises(JobRejected, match="not in \\[run_command\\] allowed_commands"):
         handler(document("AWS-Run-Command", command=command), make_job())
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "apt-get,install,-y,iot-jobs-agent",
+        "dpkg,-i,/tmp/iot-jobs-agent_1.1.0_all.deb",
+        "systemctl,restart,iot-jobs-agent.service",
+        "INSTALL_SH",
+    ],
+)
+def test_a_command_that_would_update_this_agent_is_refused(tmp_path, command):
+    install_sh = str(AGENT_HOME / "systemd" / "install.sh")
+    command = command.replace("INSTALL_SH", install_sh)
+    handler = make_handler(
+        tmp_path / "state",
+        run_command=commands("apt-get", "dpkg", "systemctl", install_sh),
+    )
+    with pytest.raises(JobRejected, match="APT_UPDATE job for the iot-jobs-agent") as raised:
+        handler(document("AWS-Run-Command", command=command), make_job())
+    assert raised.value.code == "SELF_UPDATE"
 
 
 def test_shell_syntax_in_arguments_reaches_the_program_as_text(tmp_path):

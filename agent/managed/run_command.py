@@ -8,19 +8,39 @@ device client splits it (``\\,`` keeps a comma), and each piece is one argument:
 ``runAsUser`` must be the agent's own account or one of ``[run_command] allowed_users``; the
 child drops to it (user, group, supplementary groups) before the program starts, with a small
 fixed environment. A step interrupted by an agent restart is not run again.
+
+A command that would update or restart this agent itself (a program inside the agent's own
+installation, such as ``systemd/install.sh``, or an argument naming ``iot-jobs-agent``: its
+package, unit or .deb) is refused (SELF_UPDATE): the agent's own stop would end the step, and
+with it the job, untruthfully. The supported way is an APT_UPDATE job for the
+``iot-jobs-agent`` Debian package, whose new agent reports the job (docs/debian-package.md).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from typing import Callable, Optional, Tuple
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Tuple
 
 from agent.errors import JobFailed, JobRejected
 from agent.managed.document import Step
 from agent.managed.settings import RunCommandSettings
 from agent.managed.steps import NOT_ALLOWED, Action, StepOutcome, StepRun
 from agent.process import User, child_environment, current_user, lookup_user, run_process
+
+AGENT_HOME = Path(__file__).resolve().parents[2]  # the folder holding jobs_agent.py
+AGENT_NAME = "iot-jobs-agent"  # the Debian package and the systemd unit
+SELF_UPDATE = "SELF_UPDATE"
+
+
+def updates_this_agent(program: str, arguments: Sequence[str]) -> bool:
+    """True when ``program`` lies inside the agent's own installation or an argument names
+    the agent's package, unit or .deb (``iot-jobs-agent``, ``iot-jobs-agent.service``,
+    ``./iot-jobs-agent_1.1_all.deb``, ``iot-jobs-agent=1.1``)."""
+    if Path(program).resolve().is_relative_to(AGENT_HOME):
+        return True
+    return any(os.path.basename(argument).startswith(AGENT_NAME) for argument in arguments)
 
 
 class RunCommandAction(Action):
@@ -81,6 +101,13 @@ class RunCommandAction(Action):
                 NOT_ALLOWED,
             )
         program = self._program(step)
+        if updates_this_agent(program, step.command[1:]):
+            raise JobRejected(
+                f"{step.label}: {step.command[0]!r} would update or restart this agent, and its "
+                f"own stop would end this job untruthfully; update the agent with an APT_UPDATE "
+                f"job for the {AGENT_NAME} Debian package instead (docs/debian-package.md)",
+                SELF_UPDATE,
+            )
         user = self._user(step)
         argv = (program,) + step.command[1:]
         return lambda run: self._run(run, argv, user)
