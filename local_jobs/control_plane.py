@@ -20,12 +20,13 @@ import threading
 import urllib.parse
 import urllib.request
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from time import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from local_jobs import fleet_api, job_options, template_api
+from local_jobs.http_json import JsonRequestHandler
 from local_jobs.model import (
     DEFAULT_REGION,
     MAX_JOB_DOCUMENT_CHARS,
@@ -737,22 +738,9 @@ def _route(method: str, path: str) -> Tuple[str, Handler, Dict[str, str]]:
     )
 
 
-class _RequestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _RequestHandler(JsonRequestHandler):
     server: ControlPlaneServer
     server_version = "local-jobs-control-plane"
-
-    def do_GET(self) -> None:
-        self._handle()
-
-    def do_PUT(self) -> None:
-        self._handle()
-
-    def do_DELETE(self) -> None:
-        self._handle()
-
-    def do_POST(self) -> None:
-        self._handle()
 
     def do_PATCH(self) -> None:
         self._handle()
@@ -781,30 +769,6 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return
         log.debug("%s %s -> %s ok", self.command, self.path, name)
         self._send(200, result if result is not None else {}, request_id)
-
-    def _read_body(self) -> bytes:
-        length = self.headers.get("Content-Length")
-        try:
-            return self.rfile.read(int(length)) if length else b""
-        except ValueError:
-            self.close_connection = True
-            return b""
-
-    def _send(
-        self, status: int, body: Mapping[str, Any], request_id: str, error_type: str = ""
-    ) -> None:
-        data = json.dumps(body).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-amzn-RequestId", request_id)
-        if error_type:
-            self.send_header("x-amzn-ErrorType", error_type)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (base signature)
-        log.debug("%s %s", self.address_string(), format % args)
 
 
 def _parse_body(raw: bytes) -> Body:

@@ -22,7 +22,7 @@ import ssl
 import threading
 import urllib.parse
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from local_jobs.certificates import SERVICE_IDENTITY
@@ -32,6 +32,7 @@ from local_jobs.data_plane import (
     start_next_request,
     update_request,
 )
+from local_jobs.http_json import JsonRequestHandler
 from local_jobs.model import InvalidRequestError, ServiceError
 from local_jobs.service import LocalJobsService
 from local_jobs.validation import NEXT, check_job_id, check_thing_name
@@ -184,8 +185,7 @@ class JobsDataServer(ThreadingHTTPServer):
             self._thread.join(timeout=5)
 
 
-class _RequestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _RequestHandler(JsonRequestHandler):
     server: JobsDataServer
     server_version = "local-jobs-data"
     timeout = 30
@@ -194,18 +194,6 @@ class _RequestHandler(BaseHTTPRequestHandler):
         super().setup()
         # The TLS handshake runs here, in the request's thread, not in the accepting one.
         self.connection.do_handshake()
-
-    def do_GET(self) -> None:
-        self._handle()
-
-    def do_PUT(self) -> None:
-        self._handle()
-
-    def do_POST(self) -> None:
-        self._handle()
-
-    def do_DELETE(self) -> None:
-        self._handle()
 
     def _identity(self) -> str:
         certificate = self.connection.getpeercert() or {}
@@ -217,11 +205,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         request_id = str(uuid.uuid4())
-        length = self.headers.get("Content-Length")
-        try:
-            raw = self.rfile.read(int(length)) if length else b""
-        except ValueError:
-            raw, self.close_connection = b"", True
+        raw = self._read_body()
         identity = self._identity()
         try:
             if identity == SERVICE_IDENTITY or not identity:
@@ -242,20 +226,6 @@ class _RequestHandler(BaseHTTPRequestHandler):
             )
             return
         self._send(200, result, request_id)
-
-    def _send(self, status: int, body: Mapping[str, Any], request_id: str, error: str = "") -> None:
-        data = json.dumps(body).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-amzn-RequestId", request_id)
-        if error:
-            self.send_header("x-amzn-ErrorType", error)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (base signature)
-        log.debug("%s %s", self.address_string(), format % args)
 
 
 def serve(
