@@ -1,21 +1,22 @@
-"""An agent run as its own process, so that the kernel's accounting of it is its own."""
+"""An agent run as its own process, so that the kernel's accounting of it is its own.
+
+The process handling is local_jobs/agent_process.py's (shared with the demo and the tests);
+this module names the bench's commands and runs them with the repository on PYTHONPATH.
+"""
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
-from pathlib import Path
-from typing import List, Optional
+from typing import List
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from local_jobs import agent_process
+from local_jobs.agent_process import REPO_ROOT, jobs_agent_command
 
 
 def real_agent_command(settings_path: os.PathLike) -> List[str]:
     """``jobs_agent.py`` exactly as a user starts it."""
-    return [sys.executable, str(REPO_ROOT / "jobs_agent.py"), "-c", str(settings_path)]
+    return jobs_agent_command(settings_path)
 
 
 def noop_agent_command(settings_path: os.PathLike) -> List[str]:
@@ -28,61 +29,9 @@ def sdk_idle_command(settings_path: os.PathLike) -> List[str]:
     return [sys.executable, "-m", "bench.sdk_idle_client", str(settings_path)]
 
 
-class AgentProcess:
-    """``with AgentProcess(command, log_path) as agent: agent.pid ...``; SIGTERM on exit."""
+class AgentProcess(agent_process.AgentProcess):
+    """``with AgentProcess(command, log_path) as agent: agent.pid ...``; SIGTERM on exit
+    (SIGKILL after 60 s)."""
 
     def __init__(self, command: List[str], log_path: os.PathLike) -> None:
-        self.command = command
-        self.log_path = Path(log_path)
-        self._process: Optional[subprocess.Popen] = None
-
-    @property
-    def pid(self) -> int:
-        """The agent's process id; RuntimeError before start."""
-        if self._process is None:
-            raise RuntimeError("agent process not started")
-        return self._process.pid
-
-    def start(self) -> AgentProcess:
-        """Start the agent, its output appended to ``log_path``."""
-        environment = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-        with open(self.log_path, "ab") as log_file:
-            self._process = subprocess.Popen(self.command, cwd=str(REPO_ROOT), env=environment,
-                                             stdin=subprocess.DEVNULL, stdout=log_file,
-                                             stderr=subprocess.STDOUT)
-        return self
-
-    def check_running(self) -> None:
-        """RuntimeError naming the log file when the agent has exited."""
-        if self._process is not None and self._process.poll() is not None:
-            raise RuntimeError(f"agent exited with status {self._process.returncode}; "
-                               f"see {self.log_path}")
-
-    def wait_for_output(self, text: str, timeout: float = 30.0) -> None:
-        """Block until ``text`` appears in the log; TimeoutError (or RuntimeError if it exited)."""
-        deadline = time.monotonic() + timeout
-        while text not in self.log_path.read_text(errors="replace"):
-            self.check_running()
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{text!r} not in {self.log_path} within {timeout:g} s")
-            time.sleep(0.05)
-
-    def stop(self, timeout: float = 60.0) -> int:
-        """SIGTERM, wait up to ``timeout`` (then SIGKILL); returns the exit status."""
-        process, self._process = self._process, None
-        if process is None:
-            return 0
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
-
-    def __enter__(self) -> AgentProcess:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        super().__init__(command, log_path, env={"PYTHONPATH": str(REPO_ROOT)}, stop_timeout=60.0)

@@ -20,14 +20,14 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO, Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
+from local_jobs.agent_process import AgentProcess, jobs_agent_command
 from local_jobs.apt_repo import AptRepoError, AptRoot, DemoApt, demo_setup
 from local_jobs.broker import BrokerError, port_is_free
 from local_jobs.certificates import CertificateError
@@ -85,50 +85,20 @@ class NotifyListener:
             pass
 
 
-class AgentProcess:
-    """``jobs_agent.py`` for the demo thing, in its own session so Ctrl-C reaches only us."""
-
-    def __init__(self, settings_path: Path, notify_path: str, log_file: Optional[Path]) -> None:
-        script = REPO_ROOT / "jobs_agent.py"
-        if not script.is_file():
-            raise DemoError(f"the agent {script} is not there")
-        env = dict(os.environ)
-        env["NOTIFY_SOCKET"] = notify_path
-        env["PYTHONUNBUFFERED"] = "1"
-        self.log_file = log_file
-        self._log: Optional[IO[bytes]] = open(log_file, "ab") if log_file else None  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, str(script), "--config", str(settings_path)],
-            cwd=str(REPO_ROOT),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT if self._log else None,
-            start_new_session=True,
-            preexec_fn=child_preexec,  # noqa: PLW1509 - only calls prctl, see processes.py
-        )
-
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self) -> Optional[int]:
-        """SIGTERM, then wait (SIGKILL after AGENT_STOP_SECONDS); return the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(AGENT_STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return self.process.returncode
-
-    def log_tail(self, lines: int = 20) -> str:
-        if self.log_file is None or not self.log_file.exists():
-            return ""
-        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+def start_agent(settings_path: Path, notify_path: str, log_file: Optional[Path]) -> AgentProcess:
+    """``jobs_agent.py`` for the demo thing, in its own session so Ctrl-C reaches only us;
+    it tells ``notify_path`` when it is connected (READY=1)."""
+    script = REPO_ROOT / "jobs_agent.py"
+    if not script.is_file():
+        raise DemoError(f"the agent {script} is not there")
+    return AgentProcess(
+        jobs_agent_command(settings_path, script),
+        log_file,
+        env={"NOTIFY_SOCKET": notify_path},
+        new_session=True,
+        preexec_fn=child_preexec,
+        stop_timeout=AGENT_STOP_SECONDS,
+    ).start()
 
 
 def configure_thing(settings_path: Path, apt_root: Path, allowed: Sequence[str]) -> None:
@@ -274,9 +244,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         configure_thing(settings_path, apt.root, apt.allowed_packages)
         watcher = _create_demo_job(stack, args.thing, apt.example_document) if args.demo else None
         log_file = base / "agent.log" if args.demo else None
-        agent = AgentProcess(settings_path, notify.path, log_file)
+        agent = start_agent(settings_path, notify.path, log_file)
         where = f", log {log_file}" if log_file else ""
-        _print(f"Agent started (pid {agent.process.pid}){where}")
+        _print(f"Agent started (pid {agent.pid}){where}")
         if watcher is not None:
             return _finish_demo(args, apt, agent, watcher, stop)
         _print(_instructions(stack, args.thing, apt.example_document))
@@ -286,8 +256,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 _print("Agent connected and subscribed (READY=1); waiting for jobs.")
                 announced = True
             if not agent.running():
-                _print(f"The agent exited with status {agent.process.returncode}.")
-                return agent.process.returncode or 1
+                _print(f"The agent exited with status {agent.returncode}.")
+                return agent.returncode or 1
         return 0
     except (DemoError, StackError, BrokerError, CertificateError, AptRepoError, OSError) as error:
         _print(f"start.sh --local: {error}")
@@ -328,7 +298,7 @@ def _finish_demo(
     )
     if execution is None:
         if not agent.running():
-            why = f"the agent exited with status {agent.process.returncode}"
+            why = f"the agent exited with status {agent.returncode}"
         elif stop.is_set():
             why = "interrupted"
         else:

@@ -56,7 +56,7 @@ def demo_apt(tmp_path_factory):
 def run_example(stack, demo_apt, tmp_path, name: str):
     """Run examples/NAME through the real agent into a copy of the demo root."""
     from local_jobs.apt_repo import AptRoot
-    from local_jobs.demo import AgentProcess, ExecutionWatcher, NotifyListener, configure_thing
+    from local_jobs.demo import ExecutionWatcher, NotifyListener, configure_thing, start_agent
 
     root = AptRoot(demo_apt.root).copy_to(tmp_path / "root")
     thing = stack.thing("thing-1")
@@ -65,7 +65,7 @@ def run_example(stack, demo_apt, tmp_path, name: str):
     iot = stack.iot_client()
     iot.create_job(jobId="example", targets=[thing.arn], document=document)
     notify = NotifyListener()
-    agent = AgentProcess(thing.settings_path, notify.path, tmp_path / "agent.log")
+    agent = start_agent(thing.settings_path, notify.path, tmp_path / "agent.log")
     try:
         watcher = ExecutionWatcher(
             lambda: iot.describe_job_execution(jobId="example", thingName="thing-1")["execution"],
