@@ -9,9 +9,6 @@ from __future__ import annotations
 import configparser
 import datetime
 import json
-import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -29,6 +26,7 @@ from agent.journal import Journal
 from agent.mqtt import make_mqtt_client
 from agent.settings import load_settings
 from job_client import JobClient
+from local_jobs import agent_process
 from local_jobs.stack import LocalStack
 
 REPO = Path(__file__).resolve().parent.parent
@@ -178,23 +176,15 @@ def set_agent_options(settings_path: Path, **values: Any) -> None:
         parser.write(stream)
 
 
-class AgentProcess:
-    """``tests/agent_core_child.py`` (jobs_agent.run_agent with test handlers) as a process."""
+class AgentProcess(agent_process.AgentProcess):
+    """``tests/agent_core_child.py`` (jobs_agent.run_agent with test handlers) as a process,
+    started at once; local_jobs/agent_process.py does the process handling."""
 
     def __init__(self, settings_path: Path, log_path: Path, runs_path: Path) -> None:
-        self.log_path = log_path
+        command = [sys.executable, str(CHILD), "-c", str(settings_path), "--runs", str(runs_path)]
+        super().__init__(command, log_path)
         self.runs_path = runs_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in wait()
-        self.process = subprocess.Popen(
-            [sys.executable, str(CHILD), "-c", str(settings_path), "--runs", str(runs_path)],
-            cwd=REPO,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        self.start()
 
     def runs(self) -> List[str]:
         """One line per handler start: ``<job id> <attempt>``."""
@@ -205,53 +195,24 @@ class AgentProcess:
     def wait_log(self, text: str, timeout: float = 15.0) -> None:
         wait_for(lambda: text in self.log_text(), timeout, f"{text!r} in the agent log")
 
-    def signal(self, signum: int) -> None:
-        self.process.send_signal(signum)
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.wait(10)
-
-    def wait(self, timeout: float = 20.0) -> int:
-        try:
-            return self.process.wait(timeout)
-        finally:
-            if self.process.poll() is not None:
-                self._log.close()
+    def wait(self, timeout: Optional[float] = 20.0) -> int:
+        return super().wait(timeout)
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self._log.close()
+        self.kill()
 
 
 @contextmanager
 def running_jobs_agent(
     settings_path: Path, log_path: Path, stop_timeout: float = 20.0
-) -> Iterator[subprocess.Popen]:
+) -> Iterator[agent_process.AgentProcess]:
     """``jobs_agent.py -c settings_path`` as a user starts it, its output in ``log_path``.
 
     On leaving, a still-running agent gets SIGTERM, then SIGKILL after ``stop_timeout``.
     """
-    with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, str(REPO / "jobs_agent.py"), "-c", str(settings_path)],
-            cwd=REPO,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(stop_timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    command = agent_process.jobs_agent_command(settings_path)
+    with agent_process.AgentProcess(command, log_path, stop_timeout=stop_timeout) as agent:
+        yield agent
 
 
 def make_pem(not_before: datetime.datetime, not_after: datetime.datetime) -> bytes:

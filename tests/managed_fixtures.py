@@ -7,10 +7,8 @@ from __future__ import annotations
 import configparser
 import copy
 import json
-import os
 import re
 import ssl
-import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 from agent.job import JobContext
+from local_jobs import agent_process
 
 REPO = Path(__file__).resolve().parent.parent
 CHILD = Path(__file__).resolve().parent / "managed_child.py"
@@ -222,33 +221,16 @@ class FileServer:
         self._thread.join(5)
 
 
-class ManagedAgentProcess:
+class ManagedAgentProcess(agent_process.AgentProcess):
     """``tests/managed_child.py``: jobs_agent.run_agent with the managed handlers, as a
-    process that a test can kill (a power cut) and start again."""
+    process (started at once) that a test can kill (a power cut) and start again."""
 
     def __init__(self, settings_path: Path, log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in close()
-        self.process = subprocess.Popen(
-            [sys.executable, str(CHILD), "-c", str(settings_path)],
-            cwd=REPO,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait(10)
+        super().__init__([sys.executable, str(CHILD), "-c", str(settings_path)], log_path)
+        self.start()
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self._log.close()
+        self.kill()
 
 
 def make_handler(

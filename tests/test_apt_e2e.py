@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import configparser
 import itertools
-import subprocess
 from pathlib import Path
 
 import pytest
 from agent_core_fixtures import create_job, execution, running_jobs_agent, wait_for, wait_status
 from apt_helpers import POSTINST_FAILURE, LockHolder
 
+from local_jobs.agent_process import AgentProcess
 from local_jobs.stack import LocalStack
 
 pytest_plugins = ("apt_fixtures",)
@@ -30,7 +30,7 @@ _job_numbers = itertools.count(1)
 class Device:
     """The stack, the agent process and the apt root it installs into."""
 
-    def __init__(self, stack: LocalStack, agent: subprocess.Popen, log: Path, root) -> None:
+    def __init__(self, stack: LocalStack, agent: AgentProcess, log: Path, root) -> None:
         self.stack = stack
         self.agent = agent
         self.log = log

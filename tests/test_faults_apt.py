@@ -14,15 +14,15 @@ import http.server
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from agent_core_fixtures import REPO, create_job, execution, wait_for, wait_status
+from agent_core_fixtures import create_job, execution, wait_for, wait_status
 from resilience_fixtures import set_option
+
+from local_jobs.agent_process import AgentProcess, jobs_agent_command
 
 pytest_plugins = ("resilience_fixtures", "apt_fixtures")
 pytestmark = pytest.mark.timeout(120)
@@ -30,25 +30,11 @@ pytestmark = pytest.mark.timeout(120)
 WORKER_STARTED = re.compile(r"apt worker started \(pid (\d+)\)")
 
 
-class AgentWithApt:
+class AgentWithApt(AgentProcess):
     """jobs_agent.py as a user starts it, [apt] pointed at a throwaway root; restartable."""
 
     def __init__(self, settings_path: Path, log_path: Path) -> None:
-        self.settings_path = settings_path
-        self.log_path = log_path
-        self.process = None
-
-    def start(self) -> None:
-        with open(self.log_path, "ab") as log_file:
-            self.process = subprocess.Popen(
-                [sys.executable, str(REPO / "jobs_agent.py"), "-c", str(self.settings_path)],
-                cwd=REPO,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        super().__init__(jobs_agent_command(settings_path), log_path)
 
     def worker_pids(self):
         return [int(pid) for pid in WORKER_STARTED.findall(self.log_text())]
@@ -60,22 +46,7 @@ class AgentWithApt:
                 os.killpg(pid, signal.SIGKILL)  # the worker leads its own session and group
             except ProcessLookupError:
                 pass
-        self.process.kill()
-        self.process.wait(10)
-
-    def kill(self) -> None:
-        """SIGKILL the agent alone: its workers (each in its own session) go on."""
-        self.process.kill()
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self.kill()
 
 
 @pytest.fixture

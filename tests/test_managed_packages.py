@@ -4,9 +4,6 @@ itself in detail."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +13,7 @@ from managed_fixtures import add_sections, document, make_handler, make_job
 
 from agent.errors import JobFailed, JobRejected
 from agent.managed import register_managed_handlers
+from local_jobs.agent_process import AgentProcess, jobs_agent_command
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -140,23 +138,12 @@ def test_remove_application_template_end_to_end_through_jobs_agent(
     add_sections(
         settings_path, {"apt": {"root_dir": str(apt_root.path), "allowed_packages": "alpha"}}
     )
-    with open(tmp_path / "agent.log", "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, str(REPO / "jobs_agent.py"), "-c", str(settings_path)],
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            doc = document("AWS-Remove-Application", packages="alpha")
-            create_job(stack, "remove-1", doc)
-            found = wait_status(stack, "remove-1", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=60)
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(30) == 0
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+    command = jobs_agent_command(settings_path)
+    with AgentProcess(command, tmp_path / "agent.log") as agent:
+        doc = document("AWS-Remove-Application", packages="alpha")
+        create_job(stack, "remove-1", doc)
+        found = wait_status(stack, "remove-1", ("SUCCEEDED", "FAILED", "REJECTED"), timeout=60)
+        assert agent.stop() == 0
     assert found["status"] == "SUCCEEDED", found
     assert found["details"]["steps0"] == "Remove-Application: removed: alpha"
     assert apt_root.installed_version("alpha") is None

@@ -8,15 +8,15 @@ WATCHDOG=1 while healthy, none once the broker has been gone longer than
 from __future__ import annotations
 
 import configparser
-import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from systemd_fixtures import REPO_ROOT, NotifySocket
+from systemd_fixtures import NotifySocket
+
+from local_jobs.agent_process import AgentProcess, jobs_agent_command
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -46,28 +46,22 @@ def run_agent(tmp_path, notify_socket):
     """Start ``jobs_agent.py -c SETTINGS`` as systemd would; stopped at the end of the test."""
     started = []
 
-    def start(settings: Path, python: str = sys.executable, script: str = "") -> subprocess.Popen:
-        env = dict(os.environ)
-        env["NOTIFY_SOCKET"] = notify_socket.path
-        env["WATCHDOG_USEC"] = str(int(WATCHDOG_SECONDS * 1_000_000))
-        env.pop("WATCHDOG_PID", None)
-        log = open(tmp_path / f"agent-{len(started)}.log", "wb")  # noqa: SIM115
-        process = subprocess.Popen(
-            [python, script or os.path.join(REPO_ROOT, "jobs_agent.py"), "-c", str(settings)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+    def start(settings: Path, python: str = sys.executable, script: str = "") -> AgentProcess:
+        agent = AgentProcess(
+            jobs_agent_command(settings, script or None, python),
+            tmp_path / f"agent-{len(started)}.log",
+            env={
+                "NOTIFY_SOCKET": notify_socket.path,
+                "WATCHDOG_USEC": str(int(WATCHDOG_SECONDS * 1_000_000)),
+            },
+            env_remove=("WATCHDOG_PID",),
         )
-        started.append((process, log))
-        return process
+        started.append(agent)
+        return agent.start()
 
     yield start
-    for process, log in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        log.close()
+    for agent in started:
+        agent.kill()
 
 
 def watchdog_pings(messages) -> int:
@@ -109,6 +103,6 @@ def test_watchdog_pings_stop_once_broker_is_gone_too_long_and_resume_after(
 def test_sigterm_sends_stopping_and_the_agent_exits_0(stack, notify_socket, run_agent):
     agent = run_agent(agent_settings(stack))
     notify_socket.wait_for("READY=1", timeout=30)
-    agent.send_signal(signal.SIGTERM)
+    agent.signal(signal.SIGTERM)
     notify_socket.wait_for("STOPPING=1", timeout=10)
     assert agent.wait(30) == 0
