@@ -6,9 +6,7 @@ timings are shortened so every test stays fast (the stack's service minute is 1 
 
 from __future__ import annotations
 
-import configparser
 import datetime
-import json
 import sys
 import threading
 import time
@@ -20,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from stack_helpers import create_job, execution  # noqa: F401 - the tests' one copy, re-exported
 
 from agent.job import JobContext
 from agent.journal import Journal
@@ -45,19 +44,6 @@ FAST = dict(
 
 def get_job_type(document: Any) -> Any:
     return document.get("jobType") if isinstance(document, dict) else None
-
-
-def create_job(stack: LocalStack, job_id: str, document: Dict[str, Any], thing: str = "thing-1"):
-    stack.iot_client().create_job(
-        jobId=job_id, targets=[stack.thing(thing).arn], document=json.dumps(document)
-    )
-
-
-def execution(stack: LocalStack, job_id: str, thing: str = "thing-1") -> Dict[str, Any]:
-    """The execution as DescribeJobExecution shows it; statusDetails flattened."""
-    found = stack.iot_client().describe_job_execution(jobId=job_id, thingName=thing)["execution"]
-    found["details"] = found.get("statusDetails", {}).get("detailsMap", {})
-    return found
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
@@ -162,18 +148,6 @@ class Recorder:
             job.report_progress({"step": str(step)})
             self.release.wait(0.05)
         return {"steps": str(step)}
-
-
-def set_agent_options(settings_path: Path, **values: Any) -> None:
-    """Rewrite ``[agent]`` keys of a settings file (the stack wrote the rest)."""
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.read(settings_path)
-    if not parser.has_section("agent"):
-        parser.add_section("agent")
-    for key, value in values.items():
-        parser.set("agent", key, str(value))
-    with open(settings_path, "w") as stream:
-        parser.write(stream)
 
 
 class AgentProcess(agent_process.AgentProcess):

@@ -12,21 +12,11 @@ from typing import Any, Dict, List, Optional, Tuple
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.subscribeoptions import SubscribeOptions
+from stack_helpers import DOCUMENT, create_job  # noqa: F401 - the tests' one copy, re-exported
 
 from local_jobs.stack import LocalStack
 
 Message = Tuple[str, Any]
-DOCUMENT = {"jobType": "APT_UPDATE", "packages": ["cowsay"]}
-
-
-def create_job(stack: LocalStack, job_id: str, things=("thing-1",), document=DOCUMENT, **kwargs):
-    """CreateJob through the control plane with boto3; ``kwargs`` go to create_job as is."""
-    stack.iot_client().create_job(
-        jobId=job_id,
-        targets=[stack.thing(t).arn for t in things],
-        document=json.dumps(document),
-        **kwargs,
-    )
 
 
 class RawDevice:

@@ -4,7 +4,6 @@ server trusted through a test CA, settings sections, and an agent process to kil
 
 from __future__ import annotations
 
-import configparser
 import copy
 import json
 import re
@@ -133,19 +132,6 @@ def standin_calls(program: Path) -> List[List[str]]:
     if not calls.exists():
         return []
     return [json.loads(line) for line in calls.read_text().splitlines()]
-
-
-def add_sections(settings_path: Path, sections: Mapping[str, Mapping[str, Any]]) -> None:
-    """Rewrite ``settings_path`` with these extra sections (and keys) set."""
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.read(settings_path)
-    for name, values in sections.items():
-        if not parser.has_section(name):
-            parser.add_section(name)
-        for key, value in values.items():
-            parser.set(name, key, str(value))
-    with open(settings_path, "w") as stream:
-        parser.write(stream)
 
 
 class FileServer:

@@ -1,14 +1,14 @@
 """Helpers for the resilience suite (tests/test_faults_*.py, test_hostile_*.py): a fault proxy
-between agent and broker, settings rewrites, and checks that every job ended truthfully.
+between agent and broker, and checks that every job ended truthfully.
 
 The agent-core helpers (in-process JobClient, agent process, waiting) are reused from
-agent_core_fixtures; this module only adds what the faults need.
+agent_core_fixtures, settings edits and executions from stack_helpers; this module only adds
+what the faults need.
 """
 
 from __future__ import annotations
 
 import collections
-import configparser
 import json
 import queue
 import sys
@@ -20,42 +20,17 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import pytest
 from agent_core_fixtures import TERMINAL, AgentProcess, InProcessAgent, wait_for
+from stack_helpers import executions, set_settings
 
 from local_jobs.fault_proxy import FaultProxy
 from local_jobs.stack import LocalStack
 
 
-def set_option(settings_path: Path, section: str, key: str, value: Any) -> None:
-    """Rewrite one key of a settings file (other keys and sections kept)."""
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.read(settings_path)
-    if not parser.has_section(section):
-        parser.add_section(section)
-    parser.set(section, key, str(value))
-    with open(settings_path, "w") as stream:
-        parser.write(stream)
-
-
 def through_proxy(stack: LocalStack, proxy: FaultProxy, thing: str = "thing-1") -> Path:
     """Point the thing's settings file at the proxy instead of the broker; return its path."""
     path = stack.thing(thing).settings_path
-    set_option(path, "connection", "port", proxy.port)
+    set_settings(path, "connection", port=proxy.port)
     return path
-
-
-def executions(stack: LocalStack, thing: str = "thing-1") -> Dict[str, str]:
-    """Every execution of ``thing`` at the service: job id -> status."""
-    client = stack.iot_client()
-    found: Dict[str, str] = {}
-    kwargs: Dict[str, Any] = {"thingName": thing}
-    while True:
-        page = client.list_job_executions_for_thing(**kwargs)
-        for summary in page.get("executionSummaries", []):
-            found[summary["jobId"]] = summary["jobExecutionSummary"]["status"]
-        token = page.get("nextToken")
-        if not token:
-            return found
-        kwargs["nextToken"] = token
 
 
 def wait_all_terminal(

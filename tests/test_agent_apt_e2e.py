@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from agent_core_fixtures import create_job, running_jobs_agent, wait_status
 from apt_fixtures import apt_repository, apt_root, apt_template  # noqa: F401
-from resilience_fixtures import set_option
+from stack_helpers import set_settings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -17,8 +17,9 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture
 def apt_agent(stack, apt_root, tmp_path):  # noqa: F811
     settings_path = stack.thing("thing-1").settings_path
-    set_option(settings_path, "apt", "root_dir", apt_root.path)
-    set_option(settings_path, "apt", "allowed_packages", "alpha, beta, gamma")
+    set_settings(
+        settings_path, "apt", root_dir=apt_root.path, allowed_packages="alpha, beta, gamma"
+    )
     with running_jobs_agent(settings_path, tmp_path / "agent.log", stop_timeout=30) as process:
         yield process
 

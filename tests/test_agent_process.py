@@ -18,11 +18,10 @@ from agent_core_fixtures import (
     create_job,
     execution,
     make_pem,
-    set_agent_options,
     wait_for,
     wait_status,
 )
-from resilience_fixtures import set_option
+from stack_helpers import set_settings
 from systemd_fixtures import NotifySocket
 
 pytestmark = pytest.mark.timeout(90)
@@ -44,8 +43,9 @@ def run_agent_command(*args: str, timeout: float = 20) -> subprocess.CompletedPr
 @pytest.fixture
 def settings_path(stack):
     path = stack.thing("thing-1").settings_path
-    set_agent_options(
+    set_settings(
         path,
+        "agent",
         step_timeout_minutes=10,  # 10 s of the stack's time
         heartbeat_seconds=1,
         progress_interval_seconds=0.1,
@@ -90,7 +90,7 @@ def test_missing_settings_file_says_how_to_make_one(tmp_path):
 
 
 def test_bad_value_is_named_and_exits_2(settings_path):
-    set_agent_options(settings_path, step_timeout_minutes="soon")
+    set_settings(settings_path, "agent", step_timeout_minutes="soon")
     result = run_agent_command("--check-config", "-c", str(settings_path))
     assert result.returncode == 2
     assert f"{settings_path}: [agent] step_timeout_minutes: expected a whole number" in (
@@ -204,7 +204,7 @@ def test_job_handed_over_at_the_grace_period_end_is_rerun_by_the_next_start(stac
 def test_second_sigterm_ends_the_grace_period_at_once_and_hands_the_job_over(
     stack, settings_path, agents
 ):
-    set_agent_options(settings_path, shutdown_grace_seconds=60)
+    set_settings(settings_path, "agent", shutdown_grace_seconds=60)
     first = agents()
     create_job(stack, "term-4", {"jobType": "STUBBORN_RERUN", "seconds": 60, "then": 0.2})
     wait_for(lambda: first.runs(), what="the handler to start")
@@ -290,7 +290,7 @@ def test_final_status_not_yet_delivered_is_sent_after_restart(stack, agents):
 
 
 def test_job_of_a_dead_agent_times_out_at_the_service(stack, settings_path, agents):
-    set_agent_options(settings_path, step_timeout_minutes=1, heartbeat_seconds=0.3)
+    set_settings(settings_path, "agent", step_timeout_minutes=1, heartbeat_seconds=0.3)
     agent = agents()
     create_job(stack, "dead-1", {"jobType": "SLEEP", "seconds": 30})
     wait_for(lambda: agent.runs(), what="the handler to start")
@@ -319,7 +319,7 @@ def test_check_config_names_a_certificate_that_is_not_valid_now(stack, settings_
     now = datetime.datetime.now(datetime.timezone.utc)
     pem = make_pem(now - datetime.timedelta(days=30), now - datetime.timedelta(days=1))
     (tmp_path / "old.crt").write_bytes(pem)
-    set_option(settings_path, "connection", "certificate", tmp_path / "old.crt")
+    set_settings(settings_path, "connection", certificate=tmp_path / "old.crt")
     result = run_agent_command("--check-config", "-c", str(settings_path))
     assert result.returncode == 2
     assert f"{settings_path}: [connection] certificate: the certificate" in result.stderr

@@ -8,13 +8,13 @@ and job ids.
 
 from __future__ import annotations
 
-import configparser
 import itertools
 from pathlib import Path
 
 import pytest
 from agent_core_fixtures import create_job, execution, running_jobs_agent, wait_for, wait_status
 from apt_helpers import POSTINST_FAILURE, LockHolder
+from stack_helpers import set_settings
 
 from local_jobs.agent_process import AgentProcess
 from local_jobs.stack import LocalStack
@@ -49,16 +49,10 @@ def device(tmp_path_factory, apt_template):
     root = apt_template.copy_to(folder / "root")
     stack = LocalStack(folder / "stack", things=["thing-1"]).start()
     settings_path = stack.thing("thing-1").settings_path
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.read(settings_path)
-    parser["apt"] = {
-        "root_dir": str(root.path),
-        "allowed_packages": ALLOWED,
-        "lock_timeout_seconds": "30",
-    }
-    parser["agent"]["progress_interval_seconds"] = "0.1"
-    with open(settings_path, "w") as stream:
-        parser.write(stream)
+    set_settings(
+        settings_path, "apt", root_dir=root.path, allowed_packages=ALLOWED, lock_timeout_seconds=30
+    )
+    set_settings(settings_path, "agent", progress_interval_seconds=0.1)
     log = folder / "agent.log"
     try:
         with running_jobs_agent(settings_path, log) as agent:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from agent_core_fixtures import create_job, execution, wait_for, wait_status
-from resilience_fixtures import set_option
+from stack_helpers import set_settings
 
 from local_jobs.agent_process import AgentProcess, jobs_agent_command
 
@@ -52,8 +52,9 @@ class AgentWithApt(AgentProcess):
 @pytest.fixture
 def apt_agent(stack, apt_root, tmp_path):
     settings_path = stack.thing("thing-1").settings_path
-    set_option(settings_path, "apt", "root_dir", apt_root.path)
-    set_option(settings_path, "apt", "allowed_packages", "slow, big, finishing")
+    set_settings(
+        settings_path, "apt", root_dir=apt_root.path, allowed_packages="slow, big, finishing"
+    )
     agent = AgentWithApt(settings_path, tmp_path / "agent.log")
     yield agent
     agent.stop()

@@ -23,7 +23,6 @@ from agent_core_fixtures import (
     InProcessAgent,
     Recorder,
     create_job,
-    set_agent_options,
     wait_for,
     wait_status,
 )
@@ -31,7 +30,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from resilience_fixtures import set_option, through_proxy, wait_all_terminal
+from resilience_fixtures import through_proxy, wait_all_terminal
+from stack_helpers import set_settings
 
 pytest_plugins = ("resilience_fixtures",)
 pytestmark = pytest.mark.timeout(60)
@@ -94,7 +94,7 @@ def fill(directory: Path) -> Path:
 def test_disk_full_fails_the_job_it_cannot_record_and_recovers_when_freed(
     stack, agents, tiny_state_dir
 ):
-    set_agent_options(stack.thing("thing-1").settings_path, state_dir=tiny_state_dir)
+    set_settings(stack.thing("thing-1").settings_path, "agent", state_dir=tiny_state_dir)
     recorder = Recorder()
     agent = InProcessAgent(stack).add("QUICK", recorder.quick)
     agents.append(agent)
@@ -114,7 +114,7 @@ def test_disk_full_fails_the_job_it_cannot_record_and_recovers_when_freed(
 
 def test_an_agent_started_on_a_full_disk_exits_2_saying_why(stack, tiny_state_dir, processes):
     settings_path = stack.thing("thing-1").settings_path
-    set_agent_options(settings_path, state_dir=tiny_state_dir)
+    set_settings(settings_path, "agent", state_dir=tiny_state_dir)
     fill(tiny_state_dir)
     agent = processes(settings_path)
     assert agent.wait(20) == 2
@@ -175,8 +175,7 @@ def test_an_expired_certificate_is_retried_with_backoff_without_a_crash_loop(
 ):
     settings_path = through_proxy(stack, proxy)
     cert_path, key_path = make_certificate(stack, tmp_path, expired=True)
-    set_option(settings_path, "connection", "certificate", cert_path)
-    set_option(settings_path, "connection", "private_key", key_path)
+    set_settings(settings_path, "connection", certificate=cert_path, private_key=key_path)
     started = time.monotonic()
     agent = processes(settings_path)
     time.sleep(WINDOW_SECONDS)
@@ -193,8 +192,7 @@ def test_an_expired_certificate_is_retried_with_backoff_without_a_crash_loop(
 def test_check_config_names_an_expired_certificate(stack, tmp_path):
     settings_path = stack.thing("thing-1").settings_path
     cert_path, key_path = make_certificate(stack, tmp_path, expired=True)
-    set_option(settings_path, "connection", "certificate", cert_path)
-    set_option(settings_path, "connection", "private_key", key_path)
+    set_settings(settings_path, "connection", certificate=cert_path, private_key=key_path)
     result = subprocess.run(
         [sys.executable, str(REPO / "jobs_agent.py"), "-c", str(settings_path), "--check-config"],
         capture_output=True,
@@ -212,8 +210,7 @@ def test_a_certificate_removed_while_running_is_retried_without_hammering(
 ):
     settings_path = through_proxy(stack, proxy)
     cert_path, key_path = make_certificate(stack, tmp_path, expired=False)
-    set_option(settings_path, "connection", "certificate", cert_path)
-    set_option(settings_path, "connection", "private_key", key_path)
+    set_settings(settings_path, "connection", certificate=cert_path, private_key=key_path)
     agent = processes(settings_path)
     agent.wait_log("listening for jobs")
     cert_path.unlink()
@@ -237,8 +234,12 @@ def test_wall_clock_jumps_during_a_job_change_nothing(stack, tmp_path):
     from agent_core_fixtures import AgentProcess
 
     settings_path = stack.thing("thing-1").settings_path
-    set_agent_options(
-        settings_path, step_timeout_minutes=1, heartbeat_seconds=0.3, progress_interval_seconds=0.2
+    set_settings(
+        settings_path,
+        "agent",
+        step_timeout_minutes=1,
+        heartbeat_seconds=0.3,
+        progress_interval_seconds=0.2,
     )
     clock = tmp_path / "faketime"
     clock.write_text("+0\n")

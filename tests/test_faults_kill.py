@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
-from agent_core_fixtures import create_job, execution, set_agent_options, wait_for, wait_status
+from agent_core_fixtures import create_job, execution, wait_for, wait_status
 from resilience_fixtures import through_proxy, wait_all_terminal
+from stack_helpers import set_settings
 
 from agent.journal import Journal
 
@@ -30,8 +31,8 @@ HOLD_SECONDS = 2.0  # how long the proxy holds a message back: the window the ki
 @pytest.fixture
 def settings_path(stack, proxy) -> Path:
     path = through_proxy(stack, proxy)
-    set_agent_options(
-        path, heartbeat_seconds=1, progress_interval_seconds=0.2, shutdown_grace_seconds=1
+    set_settings(
+        path, "agent", heartbeat_seconds=1, progress_interval_seconds=0.2, shutdown_grace_seconds=1
     )
     return path
 
@@ -156,7 +157,7 @@ def test_a_killed_agent_that_never_returns_leaves_no_job_in_progress_forever(
     stack, processes, settings_path
 ):
     # The stack's minute lasts 1 s: a step timeout of one minute fires after 1 s of silence.
-    set_agent_options(settings_path, step_timeout_minutes=1, heartbeat_seconds=0.3)
+    set_settings(settings_path, "agent", step_timeout_minutes=1, heartbeat_seconds=0.3)
     agent = start_agent(processes, settings_path)
     create_job(stack, "orphan-1", {"jobType": "SLEEP", "seconds": 30})
     wait_for(lambda: agent.runs(), 15, "the handler to start")

@@ -17,7 +17,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from agent_core_fixtures import AgentProcess, create_job, wait_status
 from paho.mqtt.enums import CallbackAPIVersion
-from resilience_fixtures import set_option
+from stack_helpers import set_settings
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -105,8 +105,8 @@ def connections_as(log_text: str, client_id: str) -> int:
 
 def test_agent_and_nucleus_keep_their_own_connections_on_one_thing(stack, nucleus, tmp_path):
     settings = stack.thing(THING).settings_path
-    set_option(settings, "connection", "greengrass", "yes")
-    set_option(settings, "connection", "client_id", "")  # the stack wrote the thing name
+    # client_id: the stack wrote the thing name
+    set_settings(settings, "connection", greengrass="yes", client_id="")
     agent = AgentProcess(settings, tmp_path / "agent.log", tmp_path / "runs")
     try:
         agent.wait_log("connected; listening for jobs")
@@ -127,7 +127,7 @@ def test_the_harness_sees_a_takeover_when_both_use_the_thing_name(stack, nucleus
     # The control: told it is no core device, the agent keeps the stack's client id, the
     # thing name, and the broker drops the stand-in's connection as AWS IoT would.
     settings = stack.thing(THING).settings_path
-    set_option(settings, "connection", "greengrass", "no")
+    set_settings(settings, "connection", greengrass="no")
     agent = AgentProcess(settings, tmp_path / "agent.log", tmp_path / "runs")
     try:
         agent.wait_log("connected; listening for jobs")
@@ -151,8 +151,7 @@ def create_deployment(stack, job_id: str) -> None:
 @pytest.mark.parametrize("order", ["agent job first", "deployment first", "both waiting"])
 def test_each_gets_only_its_own_jobs_in_every_order(stack, nucleus, tmp_path, order):
     settings = stack.thing(THING).settings_path
-    set_option(settings, "connection", "greengrass", "yes")
-    set_option(settings, "connection", "client_id", "")
+    set_settings(settings, "connection", greengrass="yes", client_id="")
     agent = None
     try:
         if order != "both waiting":

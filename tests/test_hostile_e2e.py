@@ -12,7 +12,7 @@ import json
 import pytest
 from agent_core_fixtures import execution, running_jobs_agent, wait_status
 from botocore.exceptions import ClientError
-from resilience_fixtures import set_option
+from stack_helpers import set_settings
 
 from local_jobs.stack import LocalStack
 
@@ -69,8 +69,7 @@ def hostile_setup(tmp_path_factory):
     apt_root.mkdir()
     stack = LocalStack(folder / "stack", things=["thing-1"], minute_seconds=1.0).start()
     settings_path = stack.thing("thing-1").settings_path
-    set_option(settings_path, "apt", "root_dir", apt_root)
-    set_option(settings_path, "apt", "allowed_packages", "cowsay")
+    set_settings(settings_path, "apt", root_dir=apt_root, allowed_packages="cowsay")
     log_path = folder / "agent.log"
     try:
         with running_jobs_agent(settings_path, log_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from agent_core_fixtures import InProcessAgent, wait_status
 from botocore.exceptions import ClientError
-from managed_fixtures import add_sections
+from stack_helpers import set_settings
 
 from agent.managed import register_managed_handlers
 
@@ -116,10 +116,8 @@ def test_the_agent_downloads_a_presigned_s3_object_from_a_managed_template_job(
     s3.put_object(Bucket="firmware", Key="app-1.2.bin", Body=body)
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    add_sections(stack.thing("thing-1").settings_path, {
-        "download": {"directory": str(downloads), "ca_file": str(stack.ca_path),
-                     "retry_delay_seconds": "0.05"},
-    })
+    set_settings(stack.thing("thing-1").settings_path, "download", directory=downloads,
+                 ca_file=stack.ca_path, retry_delay_seconds="0.05")
     agent = InProcessAgent(stack)
     register_managed_handlers(agent.client, agent.settings)
     agent.start()

@@ -11,11 +11,11 @@ from agent_core_fixtures import InProcessAgent, create_job, wait_for, wait_statu
 from managed_fixtures import (
     FileServer,
     ManagedAgentProcess,
-    add_sections,
     document,
     make_standin,
     standin_calls,
 )
+from stack_helpers import set_settings
 
 from agent.managed import register_managed_handlers
 
@@ -41,7 +41,8 @@ def agent_factory(stack, tmp_path, bin_dir):
         }
         for name, values in sections.items():
             defaults.setdefault(name, {}).update(values)
-        add_sections(settings_path, defaults)
+        for name, values in defaults.items():
+            set_settings(settings_path, name, **values)
         agent = InProcessAgent(stack)
         register_managed_handlers(agent.client, agent.settings)
         made.append(agent)
@@ -179,10 +180,7 @@ def reboot_setup(stack, tmp_path, bin_dir):
     boot_id.write_text("boot-1\n")
     reboot = make_standin(bin_dir, "reboot")
     settings_path = stack.thing("thing-1").settings_path
-    add_sections(
-        settings_path,
-        {"reboot": {"enabled": "yes", "command": str(reboot), "boot_id_file": str(boot_id)}},
-    )
+    set_settings(settings_path, "reboot", enabled="yes", command=reboot, boot_id_file=boot_id)
     agents = []
 
     def start():

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from agent_core_fixtures import InProcessAgent, create_job, wait_status
 from apt_helpers import apt_settings
-from managed_fixtures import add_sections, document, make_handler, make_job
+from managed_fixtures import document, make_handler, make_job
+from stack_helpers import set_settings
 
 from agent.errors import JobFailed, JobRejected
 from agent.managed import register_managed_handlers
@@ -113,9 +114,7 @@ def test_remove_application_that_would_remove_more_fails_naming_the_step(
 
 def test_install_application_template_end_to_end(stack, apt_root):
     settings_path = stack.thing("thing-1").settings_path
-    add_sections(
-        settings_path, {"apt": {"root_dir": str(apt_root.path), "allowed_packages": "alpha"}}
-    )
+    set_settings(settings_path, "apt", root_dir=apt_root.path, allowed_packages="alpha")
     agent = InProcessAgent(stack)
     register_managed_handlers(agent.client, agent.settings)
     agent.start()
@@ -135,9 +134,7 @@ def test_remove_application_template_end_to_end_through_jobs_agent(
     # Jobs service to the real jobs_agent.py (default_handlers: APT_UPDATE + managed).
     apt_root.install(apt_repository.deb("alpha", "1.0"))
     settings_path = stack.thing("thing-1").settings_path
-    add_sections(
-        settings_path, {"apt": {"root_dir": str(apt_root.path), "allowed_packages": "alpha"}}
-    )
+    set_settings(settings_path, "apt", root_dir=apt_root.path, allowed_packages="alpha")
     command = jobs_agent_command(settings_path)
     with AgentProcess(command, tmp_path / "agent.log") as agent:
         doc = document("AWS-Remove-Application", packages="alpha")

@@ -10,7 +10,6 @@ progress); thing-2 trusts the same keys but does not require signatures.
 
 from __future__ import annotations
 
-import configparser
 import datetime
 import itertools
 import json
@@ -21,6 +20,7 @@ from typing import Any, Dict, Optional
 
 import pytest
 from agent_core_fixtures import running_jobs_agent, wait_for, wait_status
+from stack_helpers import set_settings
 
 from local_jobs.stack import LocalStack
 
@@ -138,12 +138,10 @@ class running_agent:
     def __init__(self, stack, thing, folder: Path, apt_template, security) -> None:
         self.root = apt_template.copy_to(folder / f"{thing}-root")
         settings_path = stack.thing(thing).settings_path
-        parser = configparser.ConfigParser(interpolation=None)
-        parser.read(settings_path)
-        parser["apt"] = {"root_dir": str(self.root.path), "allowed_packages": "alpha beta epsilon"}
-        parser["security"] = security[thing]
-        with open(settings_path, "w") as stream:
-            parser.write(stream)
+        set_settings(
+            settings_path, "apt", root_dir=self.root.path, allowed_packages="alpha beta epsilon"
+        )
+        set_settings(settings_path, "security", **security[thing])
         self.log = folder / f"{thing}-agent.log"
         self.device = Device(stack, thing, self.log, self.root)
         self._running = running_jobs_agent(settings_path, self.log)
