@@ -107,10 +107,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Kept for tests/test_apt_handler.py and tests/apt_helpers.StandInJob until they use the real
-# JobContext: handlers ask JobContext.agent_stopping() (agent/job.py's StopReason).
-AGENT_SHUTTING_DOWN = StopReason.AGENT_STOPPING.value
-
 # Checks a claimed document before any filter or handler sees it: returns the document to
 # dispatch (e.g. without a signature field) or raises JobRejected/JobFailed with the reason.
 DocumentGate = Callable[[str, Dict[str, Any]], Dict[str, Any]]
