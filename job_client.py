@@ -107,13 +107,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Kept for tests/test_apt_handler.py and tests/apt_helpers.StandInJob until they use the real
-# JobContext: handlers ask JobContext.agent_stopping() (agent/job.py's StopReason).
-AGENT_SHUTTING_DOWN = StopReason.AGENT_STOPPING.value
-
 # Checks a claimed document before any filter or handler sees it: returns the document to
 # dispatch (e.g. without a signature field) or raises JobRejected/JobFailed with the reason.
-DocumentGate = Callable[[str, Dict[str, Any]], Dict[str, Any]]
+# Called as gate(job_id, document), plus the keyword resumed=True for an execution the journal
+# shows a handler already ran (resumed after an agent restart; it passed the gate before):
+# agent/signing.py's DocumentGate then skips the expiry.
+DocumentGate = Callable[..., Dict[str, Any]]
 
 class JobClient(ServiceReplies):
     """Runs AWS IoT Jobs for one thing, one at a time, through registered handlers.
@@ -625,16 +624,20 @@ class JobClient(ServiceReplies):
         )
         self._ledger.record(None)
 
-    def _dispatch_verdict(self, job: Execution) -> Union[Registration, Outcome]:
+    def _dispatch_verdict(
+        self, job: Execution, resumed: bool = False
+    ) -> Union[Registration, Outcome]:
         """The registration that runs ``job``'s document, or the final status refusing it;
-        the document gate runs first and may replace the document."""
+        the document gate runs first (told when the job is ``resumed``, see DocumentGate) and
+        may replace the document."""
         problem = document_problem(job.document, job.document_cut)
         if problem:
             log.warning("job %s: %s; rejecting", job.job_id, problem)
             return Outcome.rejected(problem, "INVALID_DOCUMENT")
         if self._document_gate is not None:
             try:
-                job.document = self._document_gate(job.job_id, job.document)
+                options = {"resumed": True} if resumed else {}
+                job.document = self._document_gate(job.job_id, job.document, **options)
             except JobError as error:
                 outcome = outcome_of_error(error)
                 log.warning("job %s: %s; %s", job.job_id, error.reason, outcome.status.value)

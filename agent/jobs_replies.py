@@ -163,7 +163,7 @@ class ServiceReplies:
             self._ledger.state,
             self._run_id,
             self._ledger.trusted,
-            lambda: self._dispatch_verdict(job),
+            lambda resumed: self._dispatch_verdict(job, resumed),
             self._max_attempts,
             stopping=self._mode is Mode.STOPPING,
         )

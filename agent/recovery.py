@@ -61,8 +61,10 @@ class Decision:
 
 
 # The handler for a claimed document: its registration, or the final status that refuses the
-# document (not a JSON object, refused by the document gate, no handler takes it).
-Dispatch = Callable[[], Union[Registration, Outcome]]
+# document (not a JSON object, refused by the document gate, no handler takes it). Called with
+# ``resumed``: True when the journal shows a handler already ran this execution (RUNNING or
+# HANDED_OVER), so its document passed the gate before (the gate then skips the expiry).
+Dispatch = Callable[[bool], Union[Registration, Outcome]]
 
 
 def decide(
@@ -97,6 +99,7 @@ def decide(
         )
     if record is not None and record.phase is Phase.FINAL:
         return Decision(Action.DELIVER, attempt=record.attempt, record=record)
+    resumed = record is not None and record.phase in (Phase.RUNNING, Phase.HANDED_OVER)
     if record is not None and record.phase is Phase.RUNNING:
         attempt, interrupted, note = record.attempt + 1, True, ""
     elif record is not None and record.phase is Phase.HANDED_OVER:
@@ -115,7 +118,7 @@ def decide(
     level = logging.WARNING if interrupted else logging.INFO
     if stopping:
         return Decision(Action.LEAVE, attempt, interrupted, note=note, level=level)
-    found = dispatch()
+    found = dispatch(resumed)
     if isinstance(found, Outcome):
         return Decision(Action.REPORT, attempt, interrupted, outcome=found, note=note, level=level)
     refusal = ""

@@ -392,11 +392,13 @@ def verify_document(
     job_id: str,
     trusted: Optional[TrustedKeys],
     now: datetime.datetime,
+    check_expiry: bool = True,
 ) -> Dict[str, Any]:
     """``document`` without its ``documentSignature``, once that signature is shown good.
 
     Checks, in order: the field's form, that its key is trusted, the signature over the
-    canonical document, the expiry against ``now`` (aware) and the job id binding. Raises
+    canonical document, the expiry against ``now`` (aware; skipped unless ``check_expiry``)
+    and the job id binding. Raises
     JobRejected with errorCode SIGNATURE_MALFORMED, SIGNATURE_KEY_UNTRUSTED,
     SIGNATURE_INVALID, SIGNATURE_EXPIRED or SIGNATURE_WRONG_JOB, and a reason naming what to do.
     """
@@ -441,7 +443,7 @@ def verify_document(
             details,
         )
     expires = _expiry(header["expires"]) if "expires" in header else None
-    if expires is not None:
+    if expires is not None and check_expiry:
         if now >= expires:
             raise JobRejected(
                 f"{FIELD} expired at {header['expires']} (device clock: {format_expires(now)}); "
@@ -463,6 +465,11 @@ class DocumentGate:
     """JobClient's ``document_gate``: checks the signature of every signed document, and
     refuses unsigned ones when ``required``; hands handlers the document without it.
 
+    A ``resumed`` job (one the journal shows a handler already ran, continued after an agent
+    restart) passed this gate before it started, so its expiry is not checked again: a job
+    that partly ran is not refused because its signature expired meanwhile. Its signature,
+    key and job id binding still are.
+
     ``clock`` returns the current aware UTC time (injected by tests).
     """
 
@@ -480,7 +487,9 @@ class DocumentGate:
         self.required = required
         self._clock = clock
 
-    def __call__(self, job_id: str, document: Dict[str, Any]) -> Dict[str, Any]:
+    def __call__(
+        self, job_id: str, document: Dict[str, Any], resumed: bool = False
+    ) -> Dict[str, Any]:
         """The document handlers see. Raises JobRejected (see ``verify_document``)."""
         if FIELD not in document:
             if self.required:
@@ -490,7 +499,9 @@ class DocumentGate:
                     SIGNATURE_REQUIRED,
                 )
             return document
-        stripped = verify_document(document, job_id, self.trusted, self._clock())
+        stripped = verify_document(
+            document, job_id, self.trusted, self._clock(), check_expiry=not resumed
+        )
         log.info("job %s: document signature verified (key %s)", job_id,
                  document[FIELD]["keyId"])
         return stripped

@@ -76,7 +76,8 @@ def main() -> int:
         (jobs_agent.get_job_type, "STUBBORN", stubborn),
         (jobs_agent.get_job_type, "STUBBORN_RERUN", stubborn_rerun),
     ]
-    return jobs_agent.run_agent(settings, handlers)
+    document_gate = jobs_agent.document_gate_from_settings(settings)  # [security], as main does
+    return jobs_agent.run_agent(settings, handlers, document_gate=document_gate)
 
 
 if __name__ == "__main__":

@@ -1,20 +1,21 @@
-"""APT test helpers: the session's test packages, a stand-in job context, running a job on a
-throwaway root, holding a lock from another process. The pytest fixtures are in
+"""APT test helpers: the session's test packages, a real job context that keeps its progress,
+running a job on a throwaway root, holding a lock from another process. The pytest fixtures are in
 apt_fixtures.py (load them with ``pytest_plugins = ("apt_fixtures",)``).
 """
 
 from __future__ import annotations
 
-import logging
 import subprocess
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Optional
 
 from agent.apt.handler import AptUpdateHandler
 from agent.apt.settings import AptSettings
+from agent.job import JobContext
 from local_jobs.apt_repo import AptRoot, Package, failing_script, reboot_required_script
 
 POSTINST_FAILURE = "bad: cannot start the service"
@@ -57,44 +58,32 @@ time.sleep(float(sys.argv[2]))
 """
 
 
-class StandInJob:
-    """The JobContext surface the handler uses: job_id, attempt, log, report_progress,
-    should_stop, stop_reason. ``stop_after`` seconds: stopped as if the service canceled it;
-    ``request_stop(reason)``: stopped now (AGENT_SHUTTING_DOWN: the agent stops)."""
+_SENT: weakref.WeakKeyDictionary[JobContext, List[Dict[str, str]]] = weakref.WeakKeyDictionary()
 
-    def __init__(
-        self, job_id: str = "job-apt-1", stop_after: Optional[float] = None, attempt: int = 1
-    ) -> None:
-        self.job_id = job_id
-        self.execution_number = 1
-        self.attempt = attempt
-        self.log = logging.LoggerAdapter(logging.getLogger("tests.apt"), {"job_id": job_id})
-        self.progress: List[Dict[str, str]] = []
-        self._lock = threading.Lock()
-        self._stop_at = None if stop_after is None else time.monotonic() + stop_after
-        self._stop_reason = ""
 
-    def report_progress(self, details: Mapping[str, Any]) -> None:
-        with self._lock:
-            self.progress.append(dict(details))
+def new_job(job_id: str = "job-apt-1", attempt: int = 1) -> JobContext:
+    """The real JobContext a handler gets, its progress kept in order as the job client would
+    send it (``progress_of``). Stop it the way the job client does: ``job._request_stop(
+    StopReason.AGENT_STOPPING)``, or ``StopReason.SERVICE_ENDED`` for a canceled job."""
+    sent: List[Dict[str, str]] = []
 
-    def should_stop(self) -> bool:
-        if self._stop_reason:
-            return True
-        return self._stop_at is not None and time.monotonic() >= self._stop_at
+    def send() -> None:
+        details = job._take_unsent()
+        if details is not None:
+            sent.append(details)
 
-    @property
-    def stop_reason(self) -> str:
-        if self._stop_reason:
-            return self._stop_reason
-        return "canceled" if self.should_stop() else ""
+    job = JobContext(job_id, 1, attempt, wake=send)
+    _SENT[job] = sent
+    return job
 
-    def request_stop(self, reason: str) -> None:
-        self._stop_reason = reason
 
-    def phases(self) -> List[str]:
-        with self._lock:
-            return [entry.get("phase", "") for entry in self.progress]
+def progress_of(job: JobContext) -> List[Dict[str, str]]:
+    """Every progress update ``job`` (made by ``new_job``) reported, in order."""
+    return list(_SENT[job])
+
+
+def phases_of(job: JobContext) -> List[str]:
+    return [entry.get("phase", "") for entry in progress_of(job)]
 
 
 def apt_settings(root: AptRoot, **overrides: Any) -> AptSettings:
@@ -112,11 +101,11 @@ def apt_settings(root: AptRoot, **overrides: Any) -> AptSettings:
 
 
 def run_job(
-    root: AptRoot, document: Dict[str, Any], job: Optional[StandInJob] = None, **settings: Any
+    root: AptRoot, document: Dict[str, Any], job: Optional[JobContext] = None, **settings: Any
 ) -> Dict[str, str]:
     """Run an APT_UPDATE job on ``root`` through the real handler and worker."""
     handler = AptUpdateHandler(apt_settings(root, **settings))
-    return handler(document, job or StandInJob())
+    return handler(document, job or new_job())
 
 
 class JobThread:
@@ -124,7 +113,7 @@ class JobThread:
     while it runs; ``result()`` joins it and returns its details or raises its error."""
 
     def __init__(
-        self, root: AptRoot, document: Dict[str, Any], job: StandInJob, **settings: Any
+        self, root: AptRoot, document: Dict[str, Any], job: JobContext, **settings: Any
     ) -> None:
         self.job = job
         self._outcome: Dict[str, Any] = {}
@@ -141,9 +130,10 @@ class JobThread:
 
     def wait_for_phase(self, phase: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
-        while phase not in self.job.phases():
+        while phase not in phases_of(self.job):
             assert self._thread.is_alive(), f"the job ended before {phase}: {self._outcome}"
-            assert time.monotonic() < deadline, f"no {phase} within {timeout}s: {self.job.progress}"
+            sent = progress_of(self.job)
+            assert time.monotonic() < deadline, f"no {phase} within {timeout}s: {sent}"
             time.sleep(0.05)
 
     def result(self, timeout: float = 60.0) -> Dict[str, str]:

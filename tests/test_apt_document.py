@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from apt_helpers import StandInJob
+from apt_helpers import new_job
 
 from agent.apt.document import AptRequest, PackageRequest, parse_document
 from agent.apt.handler import AptUpdateHandler
@@ -157,7 +157,7 @@ def test_rejected_documents_never_start_the_worker(tmp_path, document):
     )
 
     with pytest.raises(JobRejected):
-        handler(document, StandInJob())
+        handler(document, new_job())
 
     assert not marker.exists()
 

@@ -1,8 +1,8 @@
 """APT_UPDATE handler against real .debs, a real repository and a throwaway root.
 
 Each test runs the real handler, which runs the real worker process (python-apt, dpkg through
-the root's wrapper). The job context is a stand-in; tests/test_apt_e2e.py goes through the
-agent, the broker and the local Jobs service.
+the root's wrapper). The job context is the real JobContext, told to stop as the job client
+does; tests/test_apt_e2e.py goes through the agent, the broker and the local Jobs service.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Dict, Tuple
 
 import pytest
-from apt_helpers import POSTINST_FAILURE, JobThread, StandInJob, run_job
+from apt_helpers import POSTINST_FAILURE, JobThread, new_job, phases_of, progress_of, run_job
 
 from agent.apt.dpkg import lock_log_due
 from agent.errors import JobFailed, JobHandedOver, JobRejected
-from job_client import AGENT_SHUTTING_DOWN
+from agent.job import StopReason
 from local_jobs.apt_repo import AptRoot, Package, build_repository, make_root
 
 pytest_plugins = ("apt_fixtures",)
@@ -253,7 +253,7 @@ def test_unpacked_package_is_configured_before_the_job(apt_root, apt_repository)
 
 def test_lock_held_by_another_process_is_waited_for(apt_root, lock_holder):
     holder = lock_holder(apt_root.frontend_lock)
-    job = StandInJob()
+    job = new_job()
     releaser = threading.Timer(1.5, holder.release)
     releaser.start()
     try:
@@ -262,8 +262,8 @@ def test_lock_held_by_another_process_is_waited_for(apt_root, lock_holder):
         releaser.cancel()
 
     assert details["result"] == "installed"
-    waiting = [entry for entry in job.progress if entry.get("phase") == "waiting_for_lock"]
-    assert waiting, job.progress
+    waiting = [entry for entry in progress_of(job) if entry.get("phase") == "waiting_for_lock"]
+    assert waiting, progress_of(job)
     assert f"pid {holder.pid} (" in waiting[0]["lockHolder"]
 
 
@@ -272,14 +272,16 @@ def test_the_log_says_who_holds_the_lock_while_a_job_waits(apt_root, lock_holder
     releaser = threading.Timer(1.5, holder.release)
     releaser.start()
     try:
-        with caplog.at_level(logging.INFO, logger="tests.apt"):
+        with caplog.at_level(logging.INFO, logger="job_client.handler"):
             run_job(apt_root, {"aptPackageName": "alpha"}, lock_timeout_seconds=30)
     finally:
         releaser.cancel()
 
     waiting = [line for line in caplog.messages if "waiting for" in line]
     assert waiting, caplog.messages
-    assert waiting[0].startswith(f"apt worker: waiting for {apt_root.frontend_lock}, held by ")
+    assert waiting[0].startswith(
+        f"job job-apt-1: apt worker: waiting for {apt_root.frontend_lock}, held by "
+    )
     assert f"pid {holder.pid} (" in waiting[0]
 
 
@@ -292,10 +294,12 @@ def test_a_lock_wait_is_logged_at_once_then_every_30_seconds(logged_at, waited, 
 
 
 def test_worker_log_lines_carry_one_prefix(apt_root, caplog):
-    with caplog.at_level(logging.INFO, logger="tests.apt"):
+    with caplog.at_level(logging.INFO, logger="job_client.handler"):
         run_job(apt_root, {"aptPackageName": "alpha"})
 
-    worker_lines = [line for line in caplog.messages if line.startswith(("dpkg: ", "apt worker"))]
+    job_lines = [line.split(": ", 1) for line in caplog.messages if line.startswith("job ")]
+    assert {job for job, _ in job_lines} == {"job job-apt-1"}, caplog.messages
+    worker_lines = [line for _, line in job_lines if line.startswith(("dpkg: ", "apt worker"))]
     assert any(line.startswith("dpkg: Setting up alpha") for line in worker_lines), worker_lines
     assert not [line for line in worker_lines if "agent.apt" in line or "INFO" in line]
 
@@ -316,13 +320,12 @@ def test_lock_held_past_the_deadline_fails_lock_timeout_naming_the_holder(apt_ro
 def test_stop_request_while_waiting_for_the_lock_cancels_the_job(apt_root, lock_holder):
     lock_holder(apt_root.frontend_lock)
 
+    job = new_job()
+    canceled = threading.Timer(0.5, job._request_stop, (StopReason.SERVICE_ENDED, "canceled"))
+    canceled.start()
+
     with pytest.raises(JobFailed) as raised:
-        run_job(
-            apt_root,
-            {"aptPackageName": "alpha"},
-            job=StandInJob(stop_after=0.5),
-            lock_timeout_seconds=30,
-        )
+        run_job(apt_root, {"aptPackageName": "alpha"}, job=job, lock_timeout_seconds=30)
 
     assert raised.value.code == "CANCELED"
     assert apt_root.installed_version("alpha") is None
@@ -349,13 +352,13 @@ def test_too_little_free_space_fails_no_space(apt_root):
 
 
 def test_download_and_install_progress_is_relayed(apt_root):
-    job = StandInJob()
+    job = new_job()
 
     run_job(apt_root, {"aptPackageName": "big"}, job=job)
 
-    downloads = [entry for entry in job.progress if entry.get("phase") == "downloading"]
-    assert any(int(entry.get("totalBytes", 0)) >= 300_000 for entry in downloads), job.progress
-    assert {"phase": "installing", "percent": "100"} in job.progress
+    downloads = [entry for entry in progress_of(job) if entry.get("phase") == "downloading"]
+    assert any(int(entry.get("totalBytes", 0)) >= 300_000 for entry in downloads), downloads
+    assert {"phase": "installing", "percent": "100"} in progress_of(job)
     # The downloaded archive is not kept once installed.
     assert not list((apt_root.path / "var/cache/apt/archives").glob("*.deb"))
 
@@ -485,7 +488,7 @@ def while_waiting_for_the_lock(root, lock_holder, document, change, monkeypatch,
     """Run ``document`` while another process holds dpkg's frontend lock; once the job waits
     for it, ``change()`` dpkg's state the way that other package manager would; then release."""
     holder = lock_holder(root.frontend_lock)
-    running = JobThread(root, document, StandInJob(), lock_timeout_seconds=60, **settings)
+    running = JobThread(root, document, new_job(), lock_timeout_seconds=60, **settings)
     running.wait_for_phase("waiting_for_lock")
     monkeypatch.setenv("DPKG_FRONTEND_LOCKED", "1")  # the holder's dpkg runs under its lock
     change()
@@ -563,7 +566,7 @@ def test_dpkg_repaired_by_another_process_during_the_lock_wait_is_not_repaired_a
 
     assert details["result"] == "installed"
     assert details["dpkgRepaired"] == "false"
-    assert "repairing_dpkg" not in running.job.phases()
+    assert "repairing_dpkg" not in phases_of(running.job)
     assert apt_root.status("gamma")["Status"] == "install ok installed"
 
 
@@ -575,15 +578,15 @@ def test_agent_stopping_while_dpkg_runs_hands_the_job_over_and_the_rerun_reports
 ):
     state_dir = tmp_path / "state"
     document = {"aptPackageName": "finishing"}
-    first = while_dpkg_runs(apt_root, StandInJob(), state_dir=state_dir)
+    first = while_dpkg_runs(apt_root, new_job(), state_dir=state_dir)
 
-    first.job.request_stop(AGENT_SHUTTING_DOWN)
+    first.job._request_stop(StopReason.AGENT_STOPPING)
     with pytest.raises(JobHandedOver):
         first.result()
 
     # handed over at once, dpkg still running (the worker, in its own session, goes on)
     assert not (apt_root.path / "finishing-done").exists()
-    details = run_job(apt_root, document, StandInJob(attempt=2), state_dir=state_dir)
+    details = run_job(apt_root, document, new_job(attempt=2), state_dir=state_dir)
 
     assert (apt_root.path / "finishing-done").exists()
     assert (details["result"], details["versionBefore"], details["versionAfter"]) == (
@@ -596,9 +599,9 @@ def test_agent_stopping_while_dpkg_runs_hands_the_job_over_and_the_rerun_reports
 
 
 def test_a_job_canceled_by_the_service_while_dpkg_runs_still_finishes(apt_root):
-    running = while_dpkg_runs(apt_root, StandInJob())
+    running = while_dpkg_runs(apt_root, new_job())
 
-    running.job.request_stop("canceled by the service")
+    running.job._request_stop(StopReason.SERVICE_ENDED, "canceled by the service")
     details = running.result()
 
     assert details["result"] == "installed"

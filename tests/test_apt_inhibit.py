@@ -15,7 +15,7 @@ import time
 from typing import List
 
 import pytest
-from apt_helpers import JobThread, StandInJob, run_job
+from apt_helpers import JobThread, new_job, run_job
 
 from agent.apt.inhibit import shutdown_delayed
 
@@ -109,7 +109,7 @@ def fake_logind(monkeypatch):
 
 
 def test_a_shutdown_delay_lock_is_held_while_dpkg_runs(apt_root, fake_logind):
-    running = JobThread(apt_root, {"aptPackageName": "finishing"}, StandInJob())
+    running = JobThread(apt_root, {"aptPackageName": "finishing"}, new_job())
     deadline = time.monotonic() + 30
     while not (apt_root.path / "finishing-started").exists():  # the 2 s postinst runs
         assert time.monotonic() < deadline, "dpkg did not run the postinst"
@@ -134,7 +134,7 @@ def test_the_lock_is_released_with_the_block(fake_logind):
 
 def test_without_logind_the_job_goes_on_and_says_so_once(apt_root, monkeypatch, caplog):
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/system_bus_socket")
-    with caplog.at_level(logging.INFO, logger="tests.apt"):
+    with caplog.at_level(logging.INFO, logger="job_client.handler"):
         details = run_job(apt_root, {"aptPackageName": "alpha"})
 
     assert details["result"] == "installed"
@@ -147,7 +147,7 @@ def test_without_logind_a_repair_and_an_install_say_so_once(
 ):
     apt_root.unpack(apt_repository.deb("gamma", "1.0"))  # the job repairs dpkg first
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/system_bus_socket")
-    with caplog.at_level(logging.INFO, logger="tests.apt"):
+    with caplog.at_level(logging.INFO, logger="job_client.handler"):
         details = run_job(apt_root, {"aptPackageName": "alpha"})
 
     assert details["dpkgRepaired"] == "true"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from apt_helpers import StandInJob, apt_settings, run_job
+from apt_helpers import apt_settings, new_job, phases_of, run_job
 
 from agent.apt.document import AptRequest, PackageRequest
 from agent.apt.handler import AptUpdateHandler
@@ -53,7 +53,7 @@ def request(*names: str, dry_run: bool = False) -> AptRequest:
 
 def remove(root, *names: str, dry_run: bool = False, **settings):
     handler = AptUpdateHandler(apt_settings(root, **settings))
-    return handler.remove(request(*names, dry_run=dry_run), StandInJob())
+    return handler.remove(request(*names, dry_run=dry_run), new_job())
 
 
 def refused(root, *names: str, **settings) -> JobFailed:
@@ -195,7 +195,7 @@ def test_pinned_version_is_rejected(apt_root):
     pinned = AptRequest((PackageRequest("alpha", "1.0"),))
 
     with pytest.raises(JobRejected) as raised:
-        handler.remove(pinned, StandInJob())
+        handler.remove(pinned, new_job())
 
     assert raised.value.code == "INVALID_DOCUMENT"
 
@@ -242,11 +242,11 @@ def test_interrupted_dpkg_is_repaired_before_the_removal(apt_root, apt_repositor
 
 def test_removal_is_reported_as_removing_progress(apt_root, apt_repository):
     apt_root.install(apt_repository.deb("alpha", "1.0"))
-    job = StandInJob()
+    job = new_job()
 
     AptUpdateHandler(apt_settings(apt_root)).remove(request("alpha"), job)
 
-    assert "removing" in job.phases()
+    assert "removing" in phases_of(job)
 
 
 def test_an_apt_update_document_cannot_ask_for_a_removal(apt_root, apt_repository):

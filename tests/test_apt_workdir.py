@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from apt_helpers import JobThread, StandInJob, run_job
+from apt_helpers import JobThread, new_job, run_job
 
 from agent.apt.workdir import LOCK_NAME, PREFIX, UNLOCKED_GRACE_SECONDS, remove_stale, work_dir
 from agent.errors import JobFailed
@@ -97,8 +97,8 @@ def test_the_next_job_removes_the_folder_of_a_killed_worker(
     temporary = tmp_path / "tmp"
     temporary.mkdir()
     monkeypatch.setenv("TMPDIR", str(temporary))
-    with caplog.at_level(logging.INFO, logger="tests.apt"):
-        running = JobThread(apt_root, {"aptPackageName": "slow"}, StandInJob())
+    with caplog.at_level(logging.INFO, logger="job_client.handler"):
+        running = JobThread(apt_root, {"aptPackageName": "slow"}, new_job())
         deadline = time.monotonic() + 30
         while not (apt_root.path / "slow-once").exists():  # dpkg runs the 60 s postinst
             assert time.monotonic() < deadline, "dpkg did not run the postinst"

@@ -80,7 +80,8 @@ ROWS = {
 def test_recovery_decision(row):
     claimed_by, state, trusted, dispatch, stopping, action, attempt, interrupted, code = row
     decision = decide(
-        Claim(*JOB, claimed_by), state, RUN_ID, trusted, lambda: dispatch, MAX_ATTEMPTS, stopping
+        Claim(*JOB, claimed_by), state, RUN_ID, trusted, lambda resumed: dispatch, MAX_ATTEMPTS,
+        stopping,
     )
     assert (decision.action, decision.attempt, decision.interrupted) == (
         action,
@@ -93,6 +94,28 @@ def test_recovery_decision(row):
         assert decision.registration is dispatch
 
 
+@pytest.mark.parametrize(
+    "claimed_by, state, trusted, resumed",
+    [
+        ("other-run", JournalState(record(Phase.RUNNING)), True, True),
+        ("other-run", JournalState(record(Phase.HANDED_OVER)), True, True),
+        ("other-run", JournalState(record(Phase.CLAIMED, 0)), False, False),
+        (RUN_ID, JournalState(), False, False),
+        ("other-run", JournalState(), False, False),  # attempt 2, but no handler ran here
+    ],
+    ids=["interrupted", "handed-over", "claimed-earlier", "claimed-now", "unknown-untrusted"],
+)
+def test_dispatch_is_told_resumed_only_when_the_journal_shows_a_handler_ran(
+    claimed_by, state, trusted, resumed
+):
+    told = []
+    decide(
+        Claim(*JOB, claimed_by), state, RUN_ID, trusted, lambda r: told.append(r) or SAFE,
+        MAX_ATTEMPTS,
+    )
+    assert told == [resumed]
+
+
 def test_delivered_final_status_is_the_journals():
     decision = decide(Claim(*JOB), JournalState(FINAL), RUN_ID, True, None, MAX_ATTEMPTS)
     assert decision.record == FINAL
@@ -100,7 +123,7 @@ def test_delivered_final_status_is_the_journals():
 
 def test_giving_up_says_how_often_the_job_was_interrupted():
     state = JournalState(record(Phase.RUNNING, 3))
-    decision = decide(Claim(*JOB), state, RUN_ID, True, lambda: SAFE, MAX_ATTEMPTS)
+    decision = decide(Claim(*JOB), state, RUN_ID, True, lambda resumed: SAFE, MAX_ATTEMPTS)
     assert decision.outcome == Outcome(
         Status.FAILED,
         {"reason": "interrupted by agent restart 3 times; giving up", "errorCode": "INTERRUPTED"},
@@ -113,7 +136,7 @@ def test_giving_up_says_how_often_the_job_was_interrupted():
     ids=["duplicate", "final", "stopping"],
 )
 def test_the_document_is_not_looked_at_when_the_handler_does_not_matter(state, stopping):
-    def dispatch():
+    def dispatch(resumed):
         raise AssertionError("dispatch called")
 
     decide(Claim(*JOB, RUN_ID), state, RUN_ID, True, dispatch, MAX_ATTEMPTS, stopping)
@@ -122,7 +145,7 @@ def test_the_document_is_not_looked_at_when_the_handler_does_not_matter(state, s
 def test_a_record_of_another_execution_is_a_caller_error():
     state = JournalState(JobRecord("job-2", 1, 1, Phase.RUNNING, 1))
     with pytest.raises(ValueError):
-        decide(Claim(*JOB), state, RUN_ID, True, lambda: SAFE, MAX_ATTEMPTS)
+        decide(Claim(*JOB), state, RUN_ID, True, lambda resumed: SAFE, MAX_ATTEMPTS)
 
 
 # Ledger: the one place the journal is written

@@ -131,7 +131,7 @@ documents = st.dictionaries(
 
 
 @given(json_values)
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 def test_canonical_form_is_byte_for_byte_the_rfc8785_packages(value):
     assert canonicalize(value) == rfc8785.dumps(value)
 
@@ -310,6 +310,29 @@ def test_expiry_is_checked_against_the_device_clock():
     assert gate(now=EARLIER)("job-1", signed) == DOCUMENT
 
 
+def test_a_resumed_job_is_not_refused_for_an_expiry_that_passed_after_it_started():
+    signed = signed_with(expires=EARLIER, job_id="job-1")
+    assert gate()("job-1", signed, resumed=True) == DOCUMENT
+    assert rejection(signed).code == "SIGNATURE_EXPIRED"  # resumed=False: a first run
+
+
+@pytest.mark.parametrize(
+    "change, job_id, code",
+    [
+        (lambda d: d.update(aptPackageName="netcat"), "job-1", "SIGNATURE_INVALID"),
+        (sign_with_untrusted_key, "job-1", "SIGNATURE_KEY_UNTRUSTED"),
+        (lambda d: None, "job-2", "SIGNATURE_WRONG_JOB"),
+    ],
+    ids=["changed", "untrusted-key", "other-job"],
+)
+def test_a_resumed_job_still_has_its_signature_key_and_job_id_checked(change, job_id, code):
+    document = signed_with(expires=EARLIER, job_id="job-1")
+    change(document)
+    with pytest.raises(JobRejected) as caught:
+        gate()(job_id, document, resumed=True)
+    assert caught.value.code == code
+
+
 def test_document_that_cannot_be_canonicalized_is_rejected_as_invalid():
     signed = signed_with()
     signed["big"] = 2**64
@@ -368,7 +391,7 @@ def replace_at(document, path, new):
 
 
 @given(document=documents, key_type=st.sampled_from(sorted(KEY_TYPES)))
-@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 def test_generated_documents_verify_after_reserialization(document, key_type):
     signed = sign_document(document, PRIVATE[key_type], expires=LATER, job_id="job-1")
     assert canonicalize(gate(required=True)("job-1", resent(signed))) == canonicalize(document)
@@ -379,7 +402,7 @@ def test_generated_documents_verify_after_reserialization(document, key_type):
     key_type=st.sampled_from(sorted(KEY_TYPES)),
     data=st.data(),
 )
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 def test_every_tampered_document_is_rejected(document, key_type, data):
     signed = sign_document(document, PRIVATE[key_type], expires=LATER, job_id="job-1")
     tampered = copy.deepcopy(signed)
@@ -439,7 +462,7 @@ signature_members = st.sampled_from(["algorithm", "keyId", "expires", "jobId", "
         st.dictionaries(signature_members, json_values | st.text(max_size=90), min_size=1),
     )
 )
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 def test_any_other_signature_field_ends_in_a_rejection_never_another_error(field):
     assume(field != GOOD_FIELD)
     document = dict(DOCUMENT, **{FIELD: field})

@@ -15,11 +15,18 @@ import itertools
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import pytest
-from agent_core_fixtures import running_jobs_agent, wait_for, wait_status
+from agent_core_fixtures import (
+    AgentProcess,
+    create_job,
+    running_jobs_agent,
+    wait_for,
+    wait_status,
+)
 from stack_helpers import set_settings
 
 from local_jobs.stack import LocalStack
@@ -266,3 +273,48 @@ def test_signed_document_is_checked_even_when_signatures_are_not_required(device
     assert (found["status"], found["details"]["errorCode"]) == ("REJECTED", "SIGNATURE_INVALID")
     assert not device.started_an_apt_worker(job_id)
     assert device.root.installed_version("beta") is None
+
+
+def test_a_job_resumed_after_a_restart_is_not_refused_for_an_expiry_that_passed_meanwhile(
+    stack, keys, tmp_path
+):
+    """Its first attempt passed the check; the agent is killed mid-job, the signature expires,
+    the restarted agent checks the document again but not its expiry, and resumes the job."""
+    settings_path = stack.thing("thing-1").settings_path
+    set_settings(settings_path, "agent", step_timeout_minutes=120, heartbeat_seconds=1,
+                 progress_interval_seconds=0.1, shutdown_grace_seconds=2)
+    set_settings(settings_path, "security", require_signed_documents="yes",
+                 trusted_keys=keys.trusted_folder)
+    agents = []
+
+    def start() -> AgentProcess:
+        agent = AgentProcess(settings_path, tmp_path / f"agent-{len(agents)}.log",
+                             tmp_path / "runs.txt")
+        agents.append(agent)
+        agent.wait_log("connected; listening for jobs")
+        return agent
+
+    try:
+        first = start()
+        expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=8)
+        # safe to re-run; 60 s on its first attempt, done at once on the next
+        document = {"jobType": "STUBBORN_RERUN", "seconds": 60, "then": 0}
+        signed = sign(document, keys.private["p256"], tmp_path, "--job-id", "resumed-1",
+                      "--expires", expires.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        create_job(stack, "resumed-1", signed)
+        wait_for(lambda: first.runs(), 8, "the handler to start before the signature expires")
+        first.kill()
+        while datetime.datetime.now(datetime.timezone.utc) < expires + datetime.timedelta(
+            seconds=1
+        ):
+            time.sleep(0.2)
+        second = start()
+        done = wait_status(stack, "resumed-1", timeout=30)
+    finally:
+        for agent in agents:
+            agent.close()
+
+    assert done["status"] == "SUCCEEDED", done
+    assert done["details"]["attempt"] == "2"
+    assert second.runs() == ["resumed-1 1", "resumed-1 2"]
+    assert "document signature verified" in second.log_text()

@@ -26,7 +26,7 @@ from agent.apt.protocol import CANCELED, INSTALL, REMOVE, TIMEOUT, WORKER_FAILED
 from agent.apt.settings import AptSettings
 from agent.apt.versions import forget_versions, versions_path
 from agent.errors import JobFailed, JobHandedOver, JobRejected
-from agent.job import JobContext, StopReason
+from agent.job import JobContext
 from agent.process import POLL_SECONDS, Child, Lines, spawn
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -199,7 +199,7 @@ class _WorkerRun:
                         self.dpkg_running = phase in DPKG_PHASES
                 elif message.get("event") == "result":
                     result = message
-            if result is None and self.dpkg_running and agent_stopping(self.job):
+            if result is None and self.dpkg_running and self.job.agent_stopping():
                 # Waiting would hold the agent's stop up for as long as dpkg runs (and for
                 # ever when a maintainer script restarts the agent and waits for that).
                 self.handed_over = True
@@ -260,11 +260,6 @@ class _WorkerRun:
                 "python3-apt (a venv needs --system-site-packages)"
             )
         return f"the apt worker exited with status {status} without a result"
-
-
-def agent_stopping(job: JobContext) -> bool:
-    """True once the agent is stopping (not when the service ended the job)."""
-    return job.should_stop() and job.stop_reason == StopReason.AGENT_STOPPING.value
 
 
 def describe(request: AptRequest) -> str:
