@@ -124,9 +124,12 @@ def queue_jobs(ctx: BenchContext, things: List[str], prefix: str, count: int,
 
 def bare_loop_rate(ctx: BenchContext, thing: str, timeout: float,
                    final_status: str = "SUCCEEDED") -> float:
-    """Jobs per second the bare SDK device loop drains ``thing``'s queue at."""
+    """Jobs per second the bare SDK device loop drains ``thing``'s queue at, watched by the
+    same observer as the agent's drain (its subscription costs the service the same work)."""
     loop = SdkDeviceLoop(Connection.from_settings(ctx.thing(thing).settings_path), final_status)
-    finished, seconds = loop.drain(timeout)
+    with JobsObserver(ctx.privileged()) as observer:
+        observer.watch(thing)
+        finished, seconds = loop.drain(timeout)
     if finished == 0 or seconds <= 0:
         raise RuntimeError(f"{thing}: the bare device loop drained nothing")
     return finished / seconds
