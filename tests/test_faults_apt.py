@@ -40,13 +40,17 @@ class AgentWithApt(AgentProcess):
         return [int(pid) for pid in WORKER_STARTED.findall(self.log_text())]
 
     def power_cut(self) -> None:
-        """SIGKILL the agent and every process of its workers' sessions at once."""
-        for pid in self.worker_pids():
+        """SIGKILL the agent and every process of its workers' sessions at once.
+
+        The agent goes first: killed after its worker, it could see the worker die and report
+        the job FAILED in between, which a power cut never lets it do."""
+        pids = self.worker_pids()
+        self.kill()
+        for pid in pids:
             try:
                 os.killpg(pid, signal.SIGKILL)  # the worker leads its own session and group
             except ProcessLookupError:
                 pass
-        self.kill()
 
 
 @pytest.fixture
