@@ -23,6 +23,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from local_jobs import payloads
 from local_jobs.certificates import SERVICE_IDENTITY
+from local_jobs.device_service import execution_state_of
 from local_jobs.model import (
     JOB_ID_PATTERN,
     THING_NAME_PATTERN,
@@ -35,7 +36,7 @@ from local_jobs.model import (
     TerminalStateError,
     VersionConflictError,
 )
-from local_jobs.service import LocalJobsService, execution_state_of
+from local_jobs.service import LocalJobsService
 from local_jobs.validation import (
     NEXT,
     request_expected_version,

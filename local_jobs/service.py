@@ -14,6 +14,9 @@ would (jobs-api.md §1.5):
   order), with no ``execution`` once the queue is empty.
 
 Request rules live in ``validation.py``; the process that runs the service is ``server.py``.
+The class is written in three files, one concern each: the state machine here, the fleet
+operations (rollouts, aborts, thing groups, CONTINUOUS jobs) in ``fleet_service.py`` and the
+device operations (start-next, describe, update) in ``device_service.py``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from typing import (
 )
 
 from local_jobs import payloads, rollouts, validation
+from local_jobs.device_service import DeviceOperations, check_version, with_execution
+from local_jobs.fleet_service import FleetOperations
 from local_jobs.model import (
     DISCARD_STEP_TIMER,
     AbortCriterion,
@@ -52,18 +57,13 @@ from local_jobs.model import (
     RetryCriterion,
     RetryFailureType,
     RolloutConfig,
-    ServiceError,
     TargetSelection,
-    TerminalStateError,
-    VersionConflictError,
 )
 from local_jobs.registry import Registry
 from local_jobs.store import Store
 from local_jobs.validation import (
     MAX_RETRIES_PER_EXECUTION,
-    NEXT,
     validate_status_details,
-    validate_step_timeout,
 )
 
 log = logging.getLogger(__name__)
@@ -71,17 +71,7 @@ log = logging.getLogger(__name__)
 Publisher = Callable[[str, dict], None]
 
 
-def execution_state_of(error: BaseException) -> Optional[JobExecution]:
-    """The execution an InvalidStateTransition / VersionMismatch error reports, if any."""
-    return getattr(error, "execution", None)
-
-
-def _with_execution(error: ServiceError, execution: JobExecution) -> ServiceError:
-    error.execution = execution  # type: ignore[attr-defined]
-    return error
-
-
-class LocalJobsService(JobsService):
+class LocalJobsService(FleetOperations, DeviceOperations, JobsService):
     """Jobs and executions in a ``Store``; notifications through ``publish(topic, payload)``.
 
     ``minute_seconds`` is how many real seconds one service "minute" lasts, so tests can make
@@ -305,159 +295,6 @@ class LocalJobsService(JobsService):
                     )
                 )
 
-    # rollouts
-
-    def release_rollouts(self) -> Optional[float]:
-        """Queue what each rollout's rate allows now; seconds until the next window (or None)."""
-        with self.operation():
-            now = self.now()
-            waits = []
-            for job_id in self.store.rolling_jobs():
-                job = self.store.get_job(job_id)
-                if job is None or job.rollout is None or job.status is not JobStatus.IN_PROGRESS:
-                    self.store.unplan(job_id)
-                    continue
-                state = self._release(job, now)
-                if state is not None and self.store.planned_count(job_id):
-                    waits.append(rollouts.next_window(state, self.minute_seconds) - now)
-            return min(waits) if waits else None
-
-    def _release(self, job: Job, now: float) -> Optional[rollouts.RolloutState]:
-        state = self.store.get_rollout(job.job_id)
-        if state is None or job.rollout is None:
-            return None
-        allowed, state = rollouts.quota(state, now, self.minute_seconds)
-        things = self.store.planned_things(job.job_id, allowed) if allowed else []
-        if things:
-            with self.store.transaction():
-                self.store.unplan(job.job_id, things)
-                self._insert_executions(job, things, now)
-                counts = self._counts(job.job_id)
-                notified = sum(counts.values())
-                state = rollouts.after_release(
-                    job.rollout,
-                    state,
-                    len(things),
-                    notified,
-                    counts[ExecutionStatus.SUCCEEDED],
-                )
-                self.store.put_rollout(job.job_id, state)
-            log.info("job %s: rollout queued %d more", job.job_id, len(things))
-        else:
-            self.store.put_rollout(job.job_id, state)
-        return state
-
-    def _counts(self, job_id: str) -> Dict[ExecutionStatus, int]:
-        counts = {status: 0 for status in ExecutionStatus}
-        for execution in self.store.latest_executions_of_job(job_id):
-            counts[execution.status] += 1
-        return counts
-
-    def _abort_if_due(self, job_id: str) -> None:
-        """Cancel the job when its abortConfig's criteria are met."""
-        job = self.store.get_job(job_id)
-        if job is None or not job.abort_criteria or job.status is not JobStatus.IN_PROGRESS:
-            return
-        criterion = rollouts.abort_criterion(job.abort_criteria, self._counts(job_id))
-        if criterion is None:
-            return
-        log.info("job %s: abort criterion %s met; canceling", job_id, criterion)
-        self.cancel_job(
-            job_id,
-            reason_code=rollouts.abort_reason_code(criterion),
-            comment=(
-                f"Canceled by abortConfig: {criterion.failure_type} executions reached "
-                f"{criterion.threshold_percentage}% of at least "
-                f"{criterion.min_executed_things} executed things"
-            ),
-        )
-
-    # thing groups and CONTINUOUS jobs
-
-    def add_thing_to_group(self, group: str, thing: str) -> None:
-        """AddThingToThingGroup; a CONTINUOUS job that targets the group (or a parent of it)
-        gets an execution on the thing if it has none."""
-        with self.operation():
-            if not self.registry.add_member(group, thing):
-                return
-            now = self.now()
-            groups = set(self.registry.groups_of(thing))
-            for job in self.store.continuous_jobs_in_progress():
-                if (
-                    groups.intersection(job.target_groups)
-                    and self.store.get_execution(job.job_id, thing) is None
-                    and thing not in self.store.planned_things(job.job_id)
-                ):
-                    self._queue_executions(job, [thing], now)
-                    log.info("job %s: %s joined group %s", job.job_id, thing, group)
-
-    def remove_thing_from_group(self, group: str, thing: str) -> None:
-        """RemoveThingFromThingGroup; a QUEUED execution of a CONTINUOUS job that no longer
-        targets the thing becomes REMOVED."""
-        with self.operation():
-            if not self.registry.remove_member(group, thing):
-                return
-            now = self.now()
-            groups = set(self.registry.groups_of(thing))
-            for job in self.store.continuous_jobs_in_progress():
-                if thing in job.targets:
-                    continue
-                if groups.intersection(job.target_groups):
-                    continue
-                self.store.unplan(job.job_id, [thing])
-                execution = self.store.get_execution(job.job_id, thing)
-                if execution is not None and execution.status is ExecutionStatus.QUEUED:
-                    with self._watching([thing], execution.namespace), self.store.transaction():
-                        self.store.update_execution(
-                            dataclasses.replace(
-                                execution, status=ExecutionStatus.REMOVED, last_updated_at=now
-                            )
-                        )
-
-    def associate_targets(
-        self, job_id: str, things: Sequence[str], groups: Sequence[str], comment: Optional[str]
-    ) -> Job:
-        """AssociateTargetsWithJob: more targets for an IN_PROGRESS CONTINUOUS job."""
-        with self.operation():
-            job = self._job(job_id)
-            if not job.continuous:
-                raise InvalidRequestError(
-                    f"Job {job_id} is a SNAPSHOT job: targets can be added only to a "
-                    f"CONTINUOUS job"
-                )
-            if job.status is not JobStatus.IN_PROGRESS:
-                raise InvalidRequestError(
-                    f"Job {job_id} is {job.status.value}: targets can be added only while it "
-                    f"is IN_PROGRESS"
-                )
-            new_things = [t for t in things if t not in job.targets]
-            new_groups = [g for g in groups if g not in job.target_groups]
-            if len(job.targets) + len(job.target_groups) + len(new_things) + len(new_groups) > 100:
-                raise InvalidRequestError(f"Job {job_id} would have more than 100 targets")
-            for group in new_groups:
-                self.registry.group(group)
-            now = self.now()
-            job = dataclasses.replace(
-                job,
-                targets=job.targets + tuple(new_things),
-                target_groups=job.target_groups + tuple(new_groups),
-                last_updated_at=now,
-                comment=comment if comment is not None else job.comment,
-            )
-            reached = list(new_things)
-            for group in new_groups:
-                reached += self.registry.members(group, recursive=True)
-            fresh = [
-                t
-                for t in dict.fromkeys(reached)
-                if self.store.get_execution(job_id, t) is None
-                and t not in self.store.planned_things(job_id)
-            ]
-            with self.store.transaction():
-                self.store.update_job(job)
-                self._queue_executions(job, fresh, now)
-            return job
-
     def update_job(self, job_id: str, **changes: object) -> Job:
         """UpdateJob: replace the given fields (description, timeout, retries, rollout, abort)."""
         with self.operation():
@@ -594,7 +431,7 @@ class LocalJobsService(JobsService):
         with self.operation():
             execution = self._execution(job_id, thing_name)
             if execution.status.terminal:
-                raise _with_execution(
+                raise with_execution(
                     InvalidStateTransitionError(
                         f"Job execution {job_id} on {thing_name} is already "
                         f"{execution.status.value}"
@@ -602,14 +439,14 @@ class LocalJobsService(JobsService):
                     execution,
                 )
             if execution.status is ExecutionStatus.IN_PROGRESS and not force:
-                raise _with_execution(
+                raise with_execution(
                     InvalidStateTransitionError(
                         f"Job execution {job_id} on {thing_name} is IN_PROGRESS;"
                         " cancel it with force"
                     ),
                     execution,
                 )
-            _check_version(execution, expected_version)
+            check_version(execution, expected_version)
             now = self.now()
             if details is not None:
                 execution = dataclasses.replace(execution, status_details=details)
@@ -620,160 +457,6 @@ class LocalJobsService(JobsService):
 
     def known_things(self) -> Sequence[str]:
         return list(self._things())
-
-    # device API (called by the data plane with the thing name taken from the topic)
-
-    def get_pending(
-        self, thing_name: str, limit: Optional[int] = None, namespace: str = ""
-    ) -> Sequence[JobExecution]:
-        """The thing's pending executions, IN_PROGRESS first, then QUEUED in queue order.
-
-        ``limit`` keeps only the first ones (the device API lists at most 10). Each job
-        namespace is a queue of its own; "" is the default one.
-        """
-        with self._lock:
-            return self.store.pending_executions(thing_name, limit, namespace)
-
-    def start_next(
-        self,
-        thing_name: str,
-        status_details: Optional[Mapping[str, str]] = None,
-        step_timeout_minutes: Optional[int] = None,
-        namespace: str = "",
-    ) -> Optional[Tuple[JobExecution, Job]]:
-        """Claim the next pending execution (StartNextPendingJobExecution).
-
-        An IN_PROGRESS head is returned unchanged (its statusDetails are not touched); a
-        QUEUED head becomes IN_PROGRESS with ``status_details`` and version + 1. Returns None
-        when nothing is pending.
-        """
-        details = None if status_details is None else validate_status_details(status_details)
-        if step_timeout_minutes is not None:
-            validate_step_timeout(step_timeout_minutes)
-        with self.operation():
-            pending = self.store.pending_executions(thing_name, limit=1, namespace=namespace)
-            if not pending:
-                return None
-            head = pending[0]
-            job = self._job(head.job_id)
-            if head.status is ExecutionStatus.IN_PROGRESS:
-                return head, self._for_device(job)
-            now = self.now()
-            with self._watching([thing_name], namespace), self.store.transaction():
-                head = self._start(head, job, now, details, step_timeout_minutes)
-            log.info("job %s started on %s by start-next", head.job_id, thing_name)
-            return head, self._for_device(job)
-
-    def describe_for_device(
-        self,
-        thing_name: str,
-        job_id: str,
-        execution_number: Optional[int] = None,
-        namespace: str = "",
-    ) -> Optional[Tuple[JobExecution, Job]]:
-        """DescribeJobExecution over MQTT; ``$next`` gives the head or None.
-
-        Raises ResourceNotFoundError, or TerminalStateError for a terminal execution
-        (DG:jobs-api TerminalStateReached: "describe ... on a job in a terminal state").
-        """
-        with self._lock:
-            if job_id == NEXT:
-                pending = self.store.pending_executions(thing_name, limit=1, namespace=namespace)
-                if not pending:
-                    return None
-                return pending[0], self._for_device(self._job(pending[0].job_id))
-            execution = self._execution(job_id, thing_name, execution_number, namespace)
-            if execution.status.terminal:
-                raise TerminalStateError(
-                    f"Job execution {job_id} on {thing_name} is in terminal status "
-                    f"{execution.status.value}"
-                )
-            return execution, self._for_device(self._job(job_id))
-
-    def update_execution(
-        self,
-        thing_name: str,
-        job_id: str,
-        status: ExecutionStatus,
-        *,
-        status_details: Optional[Mapping[str, str]] = None,
-        expected_version: Optional[int] = None,
-        execution_number: Optional[int] = None,
-        step_timeout_minutes: Optional[int] = None,
-        namespace: str = "",
-    ) -> Tuple[JobExecution, Job]:
-        """UpdateJobExecution from the device; returns the updated execution and its job.
-
-        Raises ResourceNotFoundError; InvalidStateTransitionError (with ``.execution``) when
-        the execution is terminal or ``status`` is not device-settable; VersionConflictError
-        (with ``.execution``) when ``expected_version`` differs; InvalidRequestError.
-        """
-        details = None if status_details is None else validate_status_details(status_details)
-        if step_timeout_minutes is not None:
-            validate_step_timeout(step_timeout_minutes)
-        with self.operation():
-            execution = self._execution(job_id, thing_name, execution_number, namespace)
-            job = self._job(job_id)
-            if execution.status.terminal:
-                raise _with_execution(
-                    InvalidStateTransitionError(
-                        f"Job execution {job_id} on {thing_name} is already "
-                        f"{execution.status.value}: a terminal status is final"
-                    ),
-                    execution,
-                )
-            if not status.device_settable:
-                raise _with_execution(
-                    InvalidStateTransitionError(
-                        f"a device cannot set status {status.value} on job execution {job_id}"
-                    ),
-                    execution,
-                )
-            _check_version(execution, expected_version)
-            now = self.now()
-            with self._watching([thing_name], execution.namespace), self.store.transaction():
-                if status is ExecutionStatus.IN_PROGRESS:
-                    if execution.status is ExecutionStatus.QUEUED:
-                        execution = self._start(
-                            execution, job, now, details, step_timeout_minutes
-                        )
-                    else:
-                        execution = dataclasses.replace(
-                            execution,
-                            version_number=execution.version_number + 1,
-                            last_updated_at=now,
-                            status_details=execution.status_details if details is None else details,
-                            step_deadline=self._step_deadline(
-                                execution, now, step_timeout_minutes
-                            ),
-                        )
-                        self.store.update_execution(execution)
-                        self._wake_timer_for(execution)
-                else:
-                    # QUEUED -> SUCCEEDED/FAILED/REJECTED is allowed: the DG shows QUEUED ->
-                    # REJECTED, and nothing documents a refusal of the others.
-                    execution = dataclasses.replace(
-                        execution,
-                        status=status,
-                        version_number=execution.version_number + 1,
-                        last_updated_at=now,
-                        status_details=execution.status_details if details is None else details,
-                        in_progress_deadline=None,
-                        step_deadline=None,
-                    )
-                    self.store.update_execution(execution)
-                    self._after_terminal(execution, job, now)
-            if execution.status.terminal:
-                self._abort_if_due(job_id)
-            log.info(
-                "job %s execution %s on %s updated to %s (version %s)",
-                job_id,
-                execution.execution_number,
-                thing_name,
-                status.value,
-                execution.version_number,
-            )
-            return execution, self._for_device(job)
 
     # internals (called with the lock held)
 
@@ -979,14 +662,3 @@ class LocalJobsService(JobsService):
             except Exception:
                 log.exception("timer check failed; retrying in a second")
                 self._stopping.wait(1.0)
-
-
-def _check_version(execution: JobExecution, expected_version: Optional[int]) -> None:
-    if expected_version is not None and expected_version != execution.version_number:
-        raise _with_execution(
-            VersionConflictError(
-                f"Job execution {execution.job_id} on {execution.thing_name} is at version "
-                f"{execution.version_number}, not {expected_version}"
-            ),
-            execution,
-        )
