@@ -20,13 +20,12 @@ import threading
 import urllib.parse
 import urllib.request
 import uuid
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from time import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from local_jobs import fleet_api, job_options, template_api
-from local_jobs.http_json import JsonRequestHandler
+from local_jobs.http_json import BackgroundHTTPServer, JsonRequestHandler
 from local_jobs.model import (
     DEFAULT_REGION,
     MAX_JOB_DOCUMENT_CHARS,
@@ -83,10 +82,11 @@ class UnknownOperationError(ServiceError, LookupError):
     aws_type = "UnknownOperationException"
 
 
-class ControlPlaneServer(ThreadingHTTPServer):
+class ControlPlaneServer(BackgroundHTTPServer):
     """The HTTP server ``serve`` returns; ``shutdown()`` stops it and closes its socket."""
 
     daemon_threads = True
+    thread_name = "control-plane"
 
     def __init__(
         self,
@@ -110,28 +110,12 @@ class ControlPlaneServer(ThreadingHTTPServer):
         # such field, so it lives here (and is forgotten when the control plane restarts).
         self._document_sources: Dict[str, str] = {}
         self._document_sources_lock = threading.Lock()
-        self._thread: Optional[threading.Thread] = None
 
     @property
     def url(self) -> str:
         """The endpoint URL to hand to boto3 (``endpoint_url``) or the CLI (``--endpoint-url``)."""
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
-
-    def start(self) -> None:
-        """Serve requests in a daemon thread."""
-        # A short poll interval keeps shutdown() quick; an idle wake-up costs nothing to speak of.
-        self._thread = threading.Thread(
-            target=self.serve_forever, args=(0.05,), name="control-plane", daemon=True
-        )
-        self._thread.start()
-
-    def shutdown(self) -> None:
-        """Stop serving, close the listening socket and join the serving thread."""
-        super().shutdown()
-        self.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
     def remember_document_source(self, job_id: str, source: Optional[str]) -> None:
         with self._document_sources_lock:

@@ -2,15 +2,18 @@
 
 The control plane (``control_plane.py``) and the device API (``jobs_data.py``) each subclass
 ``JsonRequestHandler`` and write ``_handle``; the request body, the response with AWS's
-``x-amzn-RequestId`` and ``x-amzn-ErrorType`` headers, and quiet access logging are here.
+``x-amzn-RequestId`` and ``x-amzn-ErrorType`` headers, and quiet access logging are here. Their
+servers subclass ``BackgroundHTTPServer``: served from a daemon thread, stopped by
+``shutdown()``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from http.server import BaseHTTPRequestHandler
-from typing import Any, Mapping
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Mapping, Optional
 
 log = logging.getLogger(__name__)
 
@@ -59,3 +62,26 @@ class JsonRequestHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (base signature)
         log.debug("%s %s", self.address_string(), format % args)
+
+
+class BackgroundHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that ``start()`` serves from a daemon thread named
+    ``thread_name``; ``shutdown()`` stops serving, closes the socket and joins the thread."""
+
+    thread_name = "http"
+    _thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        """Serve requests in a daemon thread."""
+        # A short poll interval keeps shutdown() quick; an idle wake-up costs nothing to speak of.
+        self._thread = threading.Thread(
+            target=self.serve_forever, args=(0.05,), name=self.thread_name, daemon=True
+        )
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        """Stop serving, close the listening socket and join the serving thread."""
+        super().shutdown()
+        self.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

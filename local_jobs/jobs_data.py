@@ -19,10 +19,8 @@ import logging
 import os
 import re
 import ssl
-import threading
 import urllib.parse
 import uuid
-from http.server import ThreadingHTTPServer
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from local_jobs.certificates import SERVICE_IDENTITY
@@ -32,7 +30,7 @@ from local_jobs.data_plane import (
     start_next_request,
     update_request,
 )
-from local_jobs.http_json import JsonRequestHandler
+from local_jobs.http_json import BackgroundHTTPServer, JsonRequestHandler
 from local_jobs.model import InvalidRequestError, ServiceError
 from local_jobs.service import LocalJobsService
 from local_jobs.validation import NEXT, check_job_id, check_thing_name
@@ -148,10 +146,11 @@ def _parse_body(raw: bytes) -> Dict[str, Any]:
     return body
 
 
-class JobsDataServer(ThreadingHTTPServer):
+class JobsDataServer(BackgroundHTTPServer):
     """The HTTPS server ``serve`` returns; ``shutdown()`` stops it and closes its socket."""
 
     daemon_threads = True
+    thread_name = "jobs-data"
 
     def __init__(
         self, address: Tuple[str, int], service: LocalJobsService, context: ssl.SSLContext
@@ -161,7 +160,6 @@ class JobsDataServer(ThreadingHTTPServer):
         self.socket = context.wrap_socket(
             self.socket, server_side=True, do_handshake_on_connect=False
         )
-        self._thread: Optional[threading.Thread] = None
 
     @property
     def url(self) -> str:
@@ -172,17 +170,6 @@ class JobsDataServer(ThreadingHTTPServer):
         """A refused TLS handshake (no or a foreign certificate) is logged, not printed."""
         log.info("HTTPS device API: connection from %s failed", client_address, exc_info=True)
 
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self.serve_forever, args=(0.05,), name="jobs-data", daemon=True
-        )
-        self._thread.start()
-
-    def shutdown(self) -> None:
-        super().shutdown()
-        self.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
 
 class _RequestHandler(JsonRequestHandler):
