@@ -86,6 +86,36 @@ class InstallReporter(apt.progress.base.InstallProgress):
             os.dup2(self._log_fd, 2)
         return pid
 
+    def wait_child(self) -> int:
+        """Wait for dpkg as python-apt does, then read what it left in the status pipe.
+
+        python-apt reads one status line per wait and stops at the child's exit, so lines
+        dpkg wrote just before it ended (its error message above all) were lost whenever they
+        came faster than one per wait: the job then said only "installArchives() failed".
+        """
+        status = super().wait_child()
+        self.read_remaining_status()
+        return status
+
+    def read_remaining_status(self) -> None:
+        """Hand every complete line still in the status pipe to python-apt's parser."""
+        stream = self.status_stream
+        lines = []
+        while True:
+            try:
+                line = stream.readline()
+            except OSError:
+                break
+            if not line:
+                break
+            lines.append(line)
+        self.status_stream = _Lines(lines)
+        try:
+            for _ in lines:
+                self.update_interface()
+        finally:
+            self.status_stream = stream
+
     def status_change(self, pkg: str, percent: float, status: str) -> None:
         whole = int(percent)
         if whole == self._last_percent:
@@ -102,6 +132,16 @@ class InstallReporter(apt.progress.base.InstallProgress):
 
     def finish_update(self) -> None:
         self._emit({"phase": self.phase, "percent": "100"}, True)
+
+
+class _Lines:
+    """Stands in for the status stream while lines already read are parsed."""
+
+    def __init__(self, lines: List[str]) -> None:
+        self._lines = list(lines)
+
+    def readline(self) -> str:
+        return self._lines.pop(0) if self._lines else ""
 
 
 class Throttle:

@@ -30,7 +30,7 @@ cd "$here" || exit 1
 SUBSET=(
     tests/test_apt_handler.py tests/test_apt_remove.py tests/test_apt_document.py
     tests/test_apt_e2e.py tests/test_agent_apt_e2e.py tests/test_faults_apt.py
-    tests/test_managed_packages.py
+    tests/test_managed_packages.py tests/test_apt_progress.py
     tests/test_agent_messages.py tests/test_hostile_documents.py tests/test_hostile_protocol.py
     tests/test_hostile_e2e.py tests/test_managed_document.py tests/test_status_details.py
     tests/test_signing.py tests/release/test_document_answers.py
