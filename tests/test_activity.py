@@ -119,6 +119,7 @@ def test_a_finished_job_goes_to_recent_newest_first(reporter, tmp_path):
     for job_id, status in (("a", "SUCCEEDED"), ("b", "FAILED")):
         reporter.job_started(job_id, 1)
         reporter.job_finished(job_id, status, "dpkg failed" if status == "FAILED" else None)
+    reporter.flush()
     saved = on_disk(tmp_path)
     assert saved["job"] is None
     assert [(e["jobId"], e["status"]) for e in saved["recent"]] == [
@@ -131,6 +132,7 @@ def test_a_finished_job_goes_to_recent_newest_first(reporter, tmp_path):
 def test_the_file_is_replaced_whole_and_no_temporary_file_stays(reporter, tmp_path):
     reporter.connected()
     reporter.job_started("job-7", 1)
+    reporter.flush()
     assert on_disk(tmp_path)["job"]["jobId"] == "job-7"
     assert sorted(p.name for p in tmp_path.iterdir()) == [STATUS_FILE]
 
@@ -142,13 +144,29 @@ def test_recent_jobs_survive_a_restart(tmp_path, clock):
     first.stopped()
     second = StatusReporter(tmp_path, clock=clock)
     second.connecting()
+    second.flush()
     assert [e["jobId"] for e in on_disk(tmp_path)["recent"]] == ["a"]
 
 
 def test_an_unwritable_state_directory_never_raises(tmp_path, notifier):
     reporter = StatusReporter(tmp_path / "absent", notifier)
     reporter.connected()
+    assert reporter.flush()  # the failed write is logged, and counts as done
     assert notifier.lines[-1].startswith("idle")
+
+
+def test_the_file_is_written_by_the_reporters_own_thread_and_ends_at_the_latest_state(
+    reporter, tmp_path
+):
+    reporter.connected()
+    for number in range(50):
+        reporter.job_started(f"job-{number}", 1)
+        reporter.job_finished(f"job-{number}", "SUCCEEDED")
+    assert reporter.flush()
+    saved = on_disk(tmp_path)
+    assert saved["job"] is None
+    assert saved["recent"][0]["jobId"] == "job-49"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [STATUS_FILE]
 
 
 @pytest.mark.parametrize(
@@ -178,6 +196,7 @@ def test_status_reads_recent_statuses_and_the_journaled_job(tmp_path, clock):
     reporter.job_finished("old", "REJECTED", "unknown jobType 'X'")
     reporter.job_started("now", 2)
     reporter.job_phase("now", "installing")
+    reporter.flush()
     Journal(tmp_path).save(
         JournalState(
             current=JobRecord("now", 1, 3, Phase.RUNNING, attempt=2), finished=(("old", 1),)
@@ -228,8 +247,10 @@ def test_the_same_phase_reported_again_writes_nothing(reporter, tmp_path):
     reporter.connected()
     reporter.job_started("job-7", 1)
     reporter.job_phase("job-7", "downloading")
+    reporter.flush()
     (tmp_path / STATUS_FILE).unlink()
     reporter.job_phase("job-7", "downloading")
+    reporter.flush()
     assert not (tmp_path / STATUS_FILE).exists()
 
 
