@@ -97,6 +97,7 @@ class _Figures:
     before: List[float] = field(default_factory=list)
     peak: List[float] = field(default_factory=list)
     peak_tree: List[float] = field(default_factory=list)
+    peak_unique: List[float] = field(default_factory=list)
     after: List[float] = field(default_factory=list)
 
 
@@ -131,6 +132,7 @@ def _compare(ctx: BenchContext, agent_root: AptRoot, apt_get_root: AptRoot, log_
                     figures.agent_seconds[label].append(elapsed)
                     figures.peak.append(sampler.peak_mib)
                     figures.peak_tree.append(sampler.peak_tree_mib)
+                    figures.peak_unique.append(sampler.peak_unique_mib)
                     if not apt_get_first:
                         figures.apt_get_seconds[label].append(apt_get(package))
                     time.sleep(SETTLE_SECONDS)
@@ -166,9 +168,14 @@ def apt_rows(ctx: BenchContext) -> List[Row]:
                 "apt-get install -y, same root", Target.ratio_at_most(1.2))
             for label, _, _ in PACKAGES
         ]
-        rows.append(Row("agent + apt worker RSS peak, full Debian lists", median(full.peak_tree),
-                        "MiB", median(full.apt_get_peak), "apt-get peak RSS, same root",
-                        Target.ratio_at_most(1.2)))
+        rows += [
+            Row("agent + apt worker RSS peak, full Debian lists", median(full.peak_unique),
+                "MiB", median(full.apt_get_peak), "apt-get peak RSS, same root",
+                Target.ratio_at_most(1.2)),
+            Row("the same, each process's RSS added up (shared pages counted twice)",
+                median(full.peak_tree), "MiB", median(full.apt_get_peak),
+                "apt-get peak RSS, same root"),
+        ]
     both = [small] + ([full] if full else [])
     before = median([value for f in both for value in f.before])
     after = median([value for f in both for value in f.after])
@@ -176,7 +183,7 @@ def apt_rows(ctx: BenchContext) -> List[Row]:
         Row("agent RSS before an APT job", before, "MiB", target=Target.below(30, "MiB")),
         Row("agent RSS peak during an APT job", median([v for f in both for v in f.peak]), "MiB",
             before, "before the job"),
-        Row("agent + apt worker RSS peak, 5-package lists", median(small.peak_tree), "MiB",
+        Row("agent + apt worker RSS peak, 5-package lists", median(small.peak_unique), "MiB",
             median(small.apt_get_peak), "apt-get peak RSS, same root"),
         Row("agent RSS after an APT job", after, "MiB", before, "before the job",
             Target.below(30, "MiB")),

@@ -118,6 +118,34 @@ def tree_peak_rss_mib(pid: int) -> float:
     return total
 
 
+def private_mib(pid: int) -> float:
+    """Pages only this process maps (Private_Clean + Private_Dirty of smaps_rollup), in MiB:
+    what a forked copy costs beyond the pages it still shares with its parent."""
+    total = 0
+    for line in _read(f"/proc/{pid}/smaps_rollup").splitlines():
+        if line.startswith(("Private_Clean:", "Private_Dirty:")):
+            total += int(line.split()[1])
+    return total / 1024
+
+
+def tree_unique_peak_mib(pid: int) -> float:
+    """Like ``tree_peak_rss_mib``, but each descendant below a direct child counts only its
+    private pages.
+
+    python-apt runs dpkg from a fork of the worker: that copy's RSS counts every page it
+    shares with the worker (the whole apt cache), so adding it up counts the cache twice.
+    The worker (a direct child) counts its own peak whole, as apt-get's figure does.
+    """
+    total = rss_mib(pid)
+    for child in children(pid):
+        try:
+            direct = int(_stat_fields(child)[1]) == pid
+            total += peak_rss_mib(child) if direct else private_mib(child)
+        except ProcessLookupError:
+            continue
+    return total
+
+
 def tree_rss_mib(pid: int) -> float:
     """Resident memory of the process and all its descendants, in MiB."""
     total = rss_mib(pid)
@@ -172,6 +200,7 @@ class RssSampler:
     interval: float = 0.02
     samples: List[float] = field(default_factory=list)
     peak_tree_mib: float = 0.0
+    peak_unique_mib: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: Optional[threading.Thread] = None
 
@@ -185,6 +214,7 @@ class RssSampler:
             try:
                 self.samples.append(rss_mib(self.pid))
                 self.peak_tree_mib = max(self.peak_tree_mib, tree_peak_rss_mib(self.pid))
+                self.peak_unique_mib = max(self.peak_unique_mib, tree_unique_peak_mib(self.pid))
             except ProcessLookupError:
                 return
             self._stop.wait(self.interval)
