@@ -12,9 +12,9 @@ from agent.apt.progress import InstallReporter  # noqa: E402
 
 
 def a_child_that_has_ended() -> int:
-    pid = os.fork()
-    if pid == 0:
-        os._exit(1)
+    """A child process that has exited and is not reaped yet, as dpkg's is when it ends."""
+    pid = os.posix_spawn("/bin/false", ["false"], dict(os.environ))
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
     return pid
 
 
@@ -30,7 +30,6 @@ def test_an_error_dpkg_wrote_just_before_it_ended_is_kept(tmp_path):
         )
         reporter.write_stream.flush()
         reporter.child_pid = a_child_that_has_ended()
-        os.waitid(os.P_PID, reporter.child_pid, os.WEXITED | os.WNOWAIT)
 
         reporter.wait_child()
 
