@@ -62,11 +62,17 @@ def get_job_type(document: Any) -> Any:
 get_job_type.label = "jobType"  # type: ignore[attr-defined]  # how reasons name the field
 
 
+def _program_name() -> str:
+    """What the operator typed: ``iot-jobs-agent`` from the Debian package, else jobs_agent.py."""
+    called = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "iot-jobs-agent" if called == "iot-jobs-agent" else "jobs_agent.py"
+
+
 def parse_args(
     argv: Optional[Sequence[str]], default_settings: Path = DEFAULT_SETTINGS
 ) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="jobs_agent.py",
+        prog=_program_name(),
         description="AWS IoT Jobs device agent (APT_UPDATE jobs, AWS managed job templates).",
     )
     parser.add_argument(

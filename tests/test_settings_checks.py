@@ -231,3 +231,17 @@ def test_a_key_replaced_while_running_is_named_when_connecting_fails(folder):
     explanation = jobs_agent.explain_connection_failure(settings)
     assert explanation.startswith(f"{settings.path}: [connection] private_key: ")
     assert "does not belong to the certificate" in explanation
+
+
+@pytest.mark.parametrize(
+    ("called_as", "program"),
+    [("/usr/bin/iot-jobs-agent", "iot-jobs-agent"), ("./jobs_agent.py", "jobs_agent.py")],
+)
+def test_version_names_the_program_the_operator_ran(monkeypatch, capsys, called_as, program):
+    from agent.version import __version__
+
+    monkeypatch.setattr(sys, "argv", [called_as, "--version"])
+    with pytest.raises(SystemExit) as exited:
+        jobs_agent.parse_args(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"{program} {__version__}"
