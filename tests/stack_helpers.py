@@ -1,18 +1,40 @@
 """The one set of helpers every end-to-end test uses on the local stack: settings editing, job
-creation, reading executions. The tier fixtures (agent_core_fixtures, local_jobs_fixtures,
-resilience_fixtures, managed_fixtures) import these rather than writing their own.
+creation, reading executions, running ``jobs_agent.py`` once to its exit. The tier fixtures
+(agent_core_fixtures, local_jobs_fixtures, resilience_fixtures, managed_fixtures) import these
+rather than writing their own.
 """
 
 from __future__ import annotations
 
 import configparser
 import json
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping, Optional
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 
 from local_jobs.stack import LocalStack
 
 DOCUMENT: Mapping[str, Any] = {"jobType": "APT_UPDATE", "packages": ["cowsay"]}
+JOBS_AGENT = Path(__file__).resolve().parent.parent / "jobs_agent.py"
+
+
+def run_jobs_agent(
+    *args: str, prefix: Sequence[str] = (), timeout: float = 30.0
+) -> subprocess.CompletedProcess:
+    """``jobs_agent.py ARGS`` run once to its exit, as a user runs it (``--check-config``,
+    ``status``, a start that must refuse its settings): text output captured, no stdin, from
+    the repository root. ``prefix`` goes before the interpreter (``capsh ... --``).
+    subprocess.TimeoutExpired after ``timeout`` seconds."""
+    return subprocess.run(
+        [*prefix, sys.executable, str(JOBS_AGENT), *args],
+        cwd=str(JOBS_AGENT.parent),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def set_settings(settings_path: Path, section: str, **values: Any) -> None:

@@ -21,7 +21,7 @@ from agent_core_fixtures import (
     wait_for,
     wait_status,
 )
-from stack_helpers import set_settings
+from stack_helpers import run_jobs_agent, set_settings
 from systemd_fixtures import NotifySocket
 
 pytestmark = pytest.mark.timeout(90)
@@ -30,14 +30,7 @@ AGENT = REPO / "jobs_agent.py"
 
 
 def run_agent_command(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(AGENT), *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_jobs_agent(*args, timeout=timeout)
 
 
 @pytest.fixture

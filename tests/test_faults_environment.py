@@ -11,7 +11,6 @@ import datetime
 import os
 import shutil
 import subprocess
-import sys
 import sysconfig
 import time
 from pathlib import Path
@@ -19,7 +18,6 @@ from typing import Optional
 
 import pytest
 from agent_core_fixtures import (
-    REPO,
     InProcessAgent,
     Recorder,
     create_job,
@@ -31,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from resilience_fixtures import through_proxy, wait_all_terminal
-from stack_helpers import set_settings
+from stack_helpers import run_jobs_agent, set_settings
 
 pytest_plugins = ("resilience_fixtures",)
 pytestmark = pytest.mark.timeout(60)
@@ -193,13 +191,7 @@ def test_check_config_names_an_expired_certificate(stack, tmp_path):
     settings_path = stack.thing("thing-1").settings_path
     cert_path, key_path = make_certificate(stack, tmp_path, expired=True)
     set_settings(settings_path, "connection", certificate=cert_path, private_key=key_path)
-    result = subprocess.run(
-        [sys.executable, str(REPO / "jobs_agent.py"), "-c", str(settings_path), "--check-config"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_jobs_agent("-c", str(settings_path), "--check-config")
     assert result.returncode == 2
     assert f"{settings_path}: [connection] certificate:" in result.stderr
     assert "expired" in result.stderr

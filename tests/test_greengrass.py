@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from stack_helpers import run_jobs_agent
 from test_examples_iot_policy import RecordingMqttClient, policy_matches
 from test_settings import write_settings
 
@@ -79,13 +79,7 @@ def credentials(tmp_path):
 
 def check_config(path: Path) -> subprocess.CompletedProcess:
     """``jobs_agent.py --check-config`` on the settings file at ``path``, as a user runs it."""
-    return subprocess.run(
-        [sys.executable, str(REPO / "jobs_agent.py"), "--check-config", "-c", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    return run_jobs_agent("--check-config", "-c", str(path), timeout=60)
 
 
 # finding the installation

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from managed_fixtures import make_standin
+from stack_helpers import run_jobs_agent
 
 from agent.errors import SettingsError
 from agent.managed.settings import load_managed_settings
 from agent.settings import load_settings
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -114,13 +111,6 @@ def test_the_agent_registers_the_managed_handler_after_apt_update(settings_file)
 
 def test_check_config_names_a_bad_managed_setting_and_exits_2(settings_file):
     path = settings_file("[reboot]\nenabled = perhaps\n")
-    result = subprocess.run(
-        [sys.executable, str(REPO / "jobs_agent.py"), "--check-config", "-c", str(path)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_jobs_agent("--check-config", "-c", str(path))
     assert result.returncode == 2, result.stderr
     assert f"{path}: [reboot] enabled: expected yes or no" in result.stderr

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import pytest
+from stack_helpers import run_jobs_agent
 
 import jobs_agent
 from agent.settings import load_settings
 from local_jobs.certificates import ensure_certificates
 
-REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -170,15 +170,7 @@ def write_settings(folder: Path, change=None) -> Path:
 
 def run_agent(path: Path, *args: str) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run(
-            [sys.executable, str(REPO / "jobs_agent.py"), "-c", str(path), *args],
-            cwd=str(REPO),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
+        return run_jobs_agent("-c", str(path), *args, timeout=20)
     except subprocess.TimeoutExpired:
         pytest.fail("the agent did not exit: the broken setting was accepted")
 

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Callable, List, NamedTuple, Optional
 
 import pytest
+from stack_helpers import run_jobs_agent
 
 from local_jobs.certificates import ensure_certificates
 
 REPO = Path(__file__).resolve().parent.parent
-AGENT = REPO / "jobs_agent.py"
 # Root reads every file whatever its mode. An "unreadable" case runs the agent as root without
 # the two capabilities that bypass file permissions, so a mode-000 file is refused to it exactly as
 # to any other account, while a checkout below /root (mode 700, owned by root) stays reachable.
@@ -233,15 +233,7 @@ def run_agent(
 ) -> subprocess.CompletedProcess:
     prefix = without_file_capabilities() if without_override else []
     try:
-        return subprocess.run(
-            [*prefix, sys.executable, str(AGENT), "-c", str(path), *args],
-            cwd=str(REPO),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=15,
-            check=False,
-        )
+        return run_jobs_agent("-c", str(path), *args, prefix=prefix, timeout=15)
     except subprocess.TimeoutExpired:
         pytest.fail(f"jobs_agent.py {' '.join(args)} did not exit: the bad setting was accepted")
 

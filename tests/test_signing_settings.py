@@ -8,19 +8,17 @@ from __future__ import annotations
 import configparser
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Callable, Dict
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from stack_helpers import run_jobs_agent
 
 from agent.settings import SecuritySettings, load_settings
 from local_jobs.certificates import ensure_certificates
 
-REPO = Path(__file__).resolve().parent.parent
-AGENT = REPO / "jobs_agent.py"
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -67,15 +65,7 @@ def settings_file(folder: Path, certificates: Path, security: Dict[str, str]) ->
 
 
 def run_agent(path: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(AGENT), "-c", str(path), *args],
-        cwd=str(REPO),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    return run_jobs_agent("-c", str(path), *args)
 
 
 def key_file(name: str, data: Callable[[], bytes], mode: int = 0o644):

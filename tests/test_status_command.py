@@ -9,34 +9,17 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from agent_core_fixtures import AgentProcess, create_job, wait_for, wait_status
+from stack_helpers import run_jobs_agent
 
-REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(120)
 
 
 def status(settings: Path, *args: str, prefix=()) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            *prefix,
-            sys.executable,
-            str(REPO / "jobs_agent.py"),
-            "status",
-            "-c",
-            str(settings),
-            *args,
-        ],
-        cwd=str(REPO),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    return run_jobs_agent("status", "-c", str(settings), *args, prefix=prefix)
 
 
 def status_json(settings: Path) -> dict:
