@@ -19,6 +19,16 @@ DOCUMENT: Mapping[str, Any] = {"jobType": "APT_UPDATE", "packages": ["cowsay"]}
 JOBS_AGENT = Path(__file__).resolve().parent.parent / "jobs_agent.py"
 
 
+def process_running(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, ended but not yet reaped, counts as ended; so does a
+    process gone between the open and the read of its /proc entry)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stream:
+            return stream.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def run_jobs_agent(
     *args: str, prefix: Sequence[str] = (), timeout: float = 30.0
 ) -> subprocess.CompletedProcess:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from agent_core_fixtures import create_job, execution, wait_for, wait_status
-from stack_helpers import set_settings
+from stack_helpers import process_running, set_settings
 
 from local_jobs.agent_process import AgentProcess, jobs_agent_command
 
@@ -98,7 +98,7 @@ def test_agent_killed_while_dpkg_runs_leaves_dpkg_to_finish_and_the_restart_succ
     wait_for(lambda: (apt_root.path / "finishing-started").exists(), 60, "dpkg to run the postinst")
     [worker] = apt_agent.worker_pids()
     apt_agent.kill()
-    wait_for(lambda: not process_exists(worker), 60, "the orphaned apt worker to end")
+    wait_for(lambda: not process_running(worker), 60, "the orphaned apt worker to end")
     assert (apt_root.path / "finishing-done").exists(), "dpkg was interrupted"
     assert apt_root.status("finishing")["Status"] == "install ok installed"
     assert not apt_root.journal_dirty()
@@ -112,15 +112,6 @@ def test_agent_killed_while_dpkg_runs_leaves_dpkg_to_finish_and_the_restart_succ
     assert done["details"]["versionAfter"] == "1.0"
     assert done["details"]["dpkgRepaired"] == "false"
     assert "resuming (attempt 2)" in apt_agent.log_text()
-
-
-def process_exists(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie, ended but not yet reaped, counts as ended)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stream:
-            return stream.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):  # gone before the open, or before the read
-        return False
 
 
 class _Throttled(http.server.SimpleHTTPRequestHandler):

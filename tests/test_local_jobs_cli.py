@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
+from stack_helpers import process_running
 from start_sh_fixtures import make_checkout
 
 from local_jobs.apt_repo import AptRoot
@@ -28,14 +29,6 @@ def _children(pid: int):
     except OSError:
         return []
     return [int(p) for p in text.split()]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 class Up:
@@ -103,7 +96,7 @@ def test_up_stops_broker_and_service_on_signal(tmp_path, sig):
     up.stop(sig)
     assert up.process.returncode == 0
     deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in up.children):
+    while any(process_running(pid) for pid in up.children):
         assert time.monotonic() < deadline, "a child outlived localjobs up"
         time.sleep(0.05)
 
