@@ -4,6 +4,7 @@ throttled JSON events, collect error messages, and keep dpkg off the worker's pr
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from typing import Callable, Dict, List, Optional
@@ -109,7 +110,7 @@ class InstallReporter(apt.progress.base.InstallProgress):
             if not line:
                 break
             lines.append(line)
-        self.status_stream = _Lines(lines)
+        self.status_stream = io.StringIO("".join(lines))  # python-apt's parser reads it
         try:
             for _ in lines:
                 self.update_interface()
@@ -132,16 +133,6 @@ class InstallReporter(apt.progress.base.InstallProgress):
 
     def finish_update(self) -> None:
         self._emit({"phase": self.phase, "percent": "100"}, True)
-
-
-class _Lines:
-    """Stands in for the status stream while lines already read are parsed."""
-
-    def __init__(self, lines: List[str]) -> None:
-        self._lines = list(lines)
-
-    def readline(self) -> str:
-        return self._lines.pop(0) if self._lines else ""
 
 
 class Throttle:
