@@ -10,7 +10,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 CLOCK_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
@@ -76,8 +76,8 @@ def thread_count(pid: int) -> int:
     return int(_stat_fields(pid)[17])
 
 
-def children(pid: int) -> List[int]:
-    """Every live descendant of ``pid`` (children, grandchildren, ...)."""
+def descendants(pid: int) -> List[Tuple[int, int]]:
+    """Every live descendant of ``pid`` (children, grandchildren, ...), each with its parent."""
     parents = {}
     for name in os.listdir("/proc"):
         if name.isdigit():
@@ -85,12 +85,12 @@ def children(pid: int) -> List[int]:
                 parents[int(name)] = int(_stat_fields(int(name))[1])
             except (ProcessLookupError, IndexError, ValueError):
                 continue
-    found: List[int] = []
+    found: List[Tuple[int, int]] = []
     frontier = [pid]
     while frontier:
         parent = frontier.pop()
         kids = [child for child, ppid in parents.items() if ppid == parent]
-        found.extend(kids)
+        found.extend((child, parent) for child in kids)
         frontier.extend(kids)
     return found
 
@@ -103,21 +103,6 @@ def peak_rss_mib(pid: int) -> float:
     raise ProcessLookupError(pid)
 
 
-def tree_peak_rss_mib(pid: int) -> float:
-    """The process's resident memory now plus each descendant's own peak (VmHWM), in MiB.
-
-    Sampled every few milliseconds during a job, the highest value is the agent plus its
-    worker at the worker's peak, which a sum of current figures can miss between samples.
-    """
-    total = rss_mib(pid)
-    for child in children(pid):
-        try:
-            total += peak_rss_mib(child)
-        except ProcessLookupError:
-            continue
-    return total
-
-
 def private_mib(pid: int) -> float:
     """Pages only this process maps (Private_Clean + Private_Dirty of smaps_rollup), in MiB:
     what a forked copy costs beyond the pages it still shares with its parent."""
@@ -128,33 +113,28 @@ def private_mib(pid: int) -> float:
     return total / 1024
 
 
-def tree_unique_peak_mib(pid: int) -> float:
-    """Like ``tree_peak_rss_mib``, but each descendant below a direct child counts only its
-    private pages.
+def tree_peaks_mib(pid: int) -> Tuple[float, float]:
+    """The process's resident memory now plus its descendants' peaks, in MiB, two ways:
+    (each descendant's own peak (VmHWM) added up, the same with the descendants below a
+    direct child counted by their private pages only).
 
+    Sampled every few milliseconds during a job, the highest value is the agent plus its
+    worker at the worker's peak, which a sum of current figures can miss between samples.
     python-apt runs dpkg from a fork of the worker: that copy's RSS counts every page it
-    shares with the worker (the whole apt cache), so adding it up counts the cache twice.
-    The worker (a direct child) counts its own peak whole, as apt-get's figure does.
+    shares with the worker (the whole apt cache), so the first figure counts the cache
+    twice; in the second the worker (a direct child) counts its own peak whole, as apt-get's
+    figure does, and the fork only what is its own.
     """
-    total = rss_mib(pid)
-    for child in children(pid):
+    added_up = unique = rss_mib(pid)
+    for child, parent in descendants(pid):
         try:
-            direct = int(_stat_fields(child)[1]) == pid
-            total += peak_rss_mib(child) if direct else private_mib(child)
+            peak = peak_rss_mib(child)
+            own = peak if parent == pid else private_mib(child)
         except ProcessLookupError:
             continue
-    return total
-
-
-def tree_rss_mib(pid: int) -> float:
-    """Resident memory of the process and all its descendants, in MiB."""
-    total = rss_mib(pid)
-    for child in children(pid):
-        try:
-            total += rss_mib(child)
-        except ProcessLookupError:
-            continue
-    return total
+        added_up += peak
+        unique += own
+    return added_up, unique
 
 
 @dataclass
@@ -193,7 +173,8 @@ class RssSampler:
     """Samples a process's resident memory on a background thread until stopped.
 
     ``with RssSampler(pid) as sampler: ...`` then ``sampler.peak_mib``, ``sampler.peak_tree_mib``
-    (the process plus its children, e.g. an apt worker) and ``sampler.samples``.
+    and ``sampler.peak_unique_mib`` (the process plus its descendants, e.g. an apt worker: the
+    two figures of ``tree_peaks_mib``) and ``sampler.samples``.
     """
 
     pid: int
@@ -213,8 +194,9 @@ class RssSampler:
         while not self._stop.is_set():
             try:
                 self.samples.append(rss_mib(self.pid))
-                self.peak_tree_mib = max(self.peak_tree_mib, tree_peak_rss_mib(self.pid))
-                self.peak_unique_mib = max(self.peak_unique_mib, tree_unique_peak_mib(self.pid))
+                added_up, unique = tree_peaks_mib(self.pid)
+                self.peak_tree_mib = max(self.peak_tree_mib, added_up)
+                self.peak_unique_mib = max(self.peak_unique_mib, unique)
             except ProcessLookupError:
                 return
             self._stop.wait(self.interval)
