@@ -716,9 +716,10 @@ class JobClient(ServiceReplies):
             self._tell(self._activity.job_phase, job.job_id, phase)
 
     def _tell(self, call: Callable[..., None], *args: Any) -> None:
-        """Tell the activity ``call(*args)`` at the end of this loop turn: its status file
-        write (a rename, ~1-2 ms on ext4) then overlaps the service's reply to what the turn
-        sent instead of delaying the send. Order is kept."""
+        """Tell the activity ``call(*args)`` at the end of this loop turn: its work (the
+        state's comparison, the STATUS= datagram; the status file is written by the
+        reporter's own thread) then overlaps the service's reply to what the turn sent
+        instead of delaying the send. Order is kept."""
         self._untold.append((call, args))
 
     def _tell_activity(self) -> None:

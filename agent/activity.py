@@ -266,7 +266,7 @@ class StatusReporter(Activity):
             return self._changed.wait_for(lambda: self._written >= self._version, timeout)
 
     def snapshot(self) -> Dict[str, Any]:
-        """A copy of what the status file holds now."""
+        """A copy of the state the status file is given (its writer may not have caught up)."""
         with self._lock:
             return json.loads(json.dumps(self._status))
 
