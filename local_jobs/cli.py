@@ -18,7 +18,7 @@ from local_jobs.apt_repo import AptRepoError, DemoApt, demo_setup
 from local_jobs.broker import BrokerError, port_is_free
 from local_jobs.certificates import CertificateError
 from local_jobs.demo import configure_thing
-from local_jobs.stack import REPO_ROOT, LocalStack, StackError
+from local_jobs.stack import REPO_ROOT, LocalStack, StackError, edit_settings
 
 log = logging.getLogger(__name__)
 
@@ -116,18 +116,17 @@ def example_command(stack: LocalStack, thing_name: str) -> str:
 
 def set_host_apt(settings_path: Path) -> None:
     """Let the thing's agent use this machine's apt: no ``[apt] root_dir``; keep the rest."""
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.read(settings_path)
-    if not parser.has_section("apt"):
-        parser.add_section("apt")
-    parser.remove_option("apt", "root_dir")
-    if not parser.has_option("apt", "allowed_packages"):
-        parser.set("apt", "allowed_packages", "")
-    tmp = settings_path.with_name(settings_path.name + ".tmp")
-    with open(tmp, "w") as stream:
-        stream.write("# Written by ./localjobs up --host-apt: apt works on this machine.\n")
-        parser.write(stream)
-    os.replace(tmp, settings_path)
+
+    def change(parser: configparser.ConfigParser) -> None:
+        if not parser.has_section("apt"):
+            parser.add_section("apt")
+        parser.remove_option("apt", "root_dir")
+        if not parser.has_option("apt", "allowed_packages"):
+            parser.set("apt", "allowed_packages", "")
+
+    edit_settings(
+        settings_path, change, "Written by ./localjobs up --host-apt: apt works on this machine."
+    )
 
 
 def prepare_apt(stack: LocalStack, host_apt: bool) -> Optional[DemoApt]:
@@ -146,18 +145,15 @@ def prepare_downloads(stack: LocalStack) -> None:
     """Let Download-File jobs write to ``DIR/<thing>/downloads`` and trust the local S3."""
     for name in stack.things:
         path = stack.thing(name).settings_path
-        parser = configparser.ConfigParser(interpolation=None)
-        parser.read(path)
-        if not parser.has_section("download"):
-            parser.add_section("download")
-        if not parser.get("download", "directory", fallback=""):
-            parser.set("download", "directory", str(path.parent / "downloads"))
-        parser.set("download", "ca_file", str(stack.ca_path))
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w") as stream:
-            stream.write("# Written by ./localjobs up for the local AWS IoT Jobs service.\n")
-            parser.write(stream)
-        os.replace(tmp, path)
+
+        def change(parser: configparser.ConfigParser, folder: Path = path.parent) -> None:
+            if not parser.has_section("download"):
+                parser.add_section("download")
+            if not parser.get("download", "directory", fallback=""):
+                parser.set("download", "directory", str(folder / "downloads"))
+            parser.set("download", "ca_file", str(stack.ca_path))
+
+        edit_settings(path, change, "Written by ./localjobs up for the local AWS IoT Jobs service.")
 
 
 def s3_commands(stack: LocalStack, thing_name: str) -> List[str]:

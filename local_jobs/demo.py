@@ -32,7 +32,7 @@ from local_jobs.apt_repo import AptRepoError, AptRoot, DemoApt, demo_setup
 from local_jobs.broker import BrokerError, port_is_free
 from local_jobs.certificates import CertificateError
 from local_jobs.processes import child_preexec
-from local_jobs.stack import REPO_ROOT, LocalStack, StackError
+from local_jobs.stack import REPO_ROOT, LocalStack, StackError, edit_settings
 
 DEMO_THING = "demo-thing"
 TERMINAL_STATUSES = frozenset(
@@ -103,17 +103,16 @@ def start_agent(settings_path: Path, notify_path: str, log_file: Optional[Path])
 
 def configure_thing(settings_path: Path, apt_root: Path, allowed: Sequence[str]) -> None:
     """Point the thing's settings at the throwaway apt root; keep everything else."""
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.read(settings_path)
-    if not parser.has_section("apt"):
-        parser.add_section("apt")
-    parser.set("apt", "root_dir", str(apt_root))
-    parser.set("apt", "allowed_packages", ", ".join(allowed))
-    tmp = settings_path.with_name(settings_path.name + ".tmp")
-    with open(tmp, "w") as stream:
-        stream.write("# Written by local_jobs.stack and local_jobs.demo for the local demo.\n")
-        parser.write(stream)
-    os.replace(tmp, settings_path)
+
+    def change(parser: configparser.ConfigParser) -> None:
+        if not parser.has_section("apt"):
+            parser.add_section("apt")
+        parser.set("apt", "root_dir", str(apt_root))
+        parser.set("apt", "allowed_packages", ", ".join(allowed))
+
+    edit_settings(
+        settings_path, change, "Written by local_jobs.stack and local_jobs.demo for the local demo."
+    )
 
 
 class ExecutionWatcher:

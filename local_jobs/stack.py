@@ -31,7 +31,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from local_jobs.broker import Broker, PortHold
 from local_jobs.certificates import CertificateSet, check_thing_name, ensure_certificates
@@ -43,6 +43,22 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _live_stacks: weakref.WeakSet[LocalStack] = weakref.WeakSet()
+
+
+def edit_settings(
+    path: Path, change: Callable[[configparser.ConfigParser], None], header: str
+) -> None:
+    """Let ``change`` edit the agent settings file at ``path`` (empty if missing; every key
+    it does not touch is kept), then replace the file whole: written beside it and renamed,
+    under the comment line ``header`` (which says who wrote it)."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(path)
+    change(parser)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as stream:
+        stream.write(f"# {header}\n")
+        parser.write(stream)
+    os.replace(tmp, path)
 
 
 class StackError(Exception):
@@ -444,13 +460,6 @@ class LocalStack:
         pair = self.certificates.thing(name) if self._certs else None
         folder = self.directory / name
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "settings.conf"
-        parser = configparser.ConfigParser(interpolation=None)
-        if path.exists():
-            parser.read(path)
-        for section in ("connection", "agent"):
-            if not parser.has_section(section):
-                parser.add_section(section)
         connection = {
             "endpoint": "localhost",
             "port": str(self.mqtt_port),
@@ -460,12 +469,18 @@ class LocalStack:
             "certificate": str(pair.certificate) if pair else "",
             "private_key": str(pair.private_key) if pair else "",
         }
-        for key, value in connection.items():
-            parser.set("connection", key, value)
-        if not parser.has_option("agent", "state_dir"):
-            parser.set("agent", "state_dir", str(folder / "state"))
-        tmp = path.with_name("settings.conf.tmp")
-        with open(tmp, "w") as f:
-            f.write("# Written by local_jobs.stack for the local AWS IoT Jobs service.\n")
-            parser.write(f)
-        os.replace(tmp, path)
+
+        def change(parser: configparser.ConfigParser) -> None:
+            for section in ("connection", "agent"):
+                if not parser.has_section(section):
+                    parser.add_section(section)
+            for key, value in connection.items():
+                parser.set("connection", key, value)
+            if not parser.has_option("agent", "state_dir"):
+                parser.set("agent", "state_dir", str(folder / "state"))
+
+        edit_settings(
+            folder / "settings.conf",
+            change,
+            "Written by local_jobs.stack for the local AWS IoT Jobs service.",
+        )
