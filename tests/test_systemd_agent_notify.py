@@ -7,13 +7,13 @@ WATCHDOG=1 while healthy, none once the broker has been gone longer than
 
 from __future__ import annotations
 
-import configparser
 import signal
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from stack_helpers import set_settings
 from systemd_fixtures import NotifySocket
 
 from local_jobs.agent_process import AgentProcess, jobs_agent_command
@@ -26,11 +26,7 @@ OFFLINE_LIMIT_SECONDS = 2.0
 
 def agent_settings(stack) -> Path:
     path = stack.thing("thing-1").settings_path
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.read(path)
-    parser.set("agent", "watchdog_offline_seconds", str(OFFLINE_LIMIT_SECONDS))
-    with open(path, "w") as stream:
-        parser.write(stream)
+    set_settings(path, "agent", watchdog_offline_seconds=OFFLINE_LIMIT_SECONDS)
     return path
 
 
