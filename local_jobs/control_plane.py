@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from local_jobs import fleet_api, job_options, template_api
 from local_jobs.http_json import BackgroundHTTPServer, JsonRequestHandler
+from local_jobs.job_options import _without_none
 from local_jobs.model import (
     DEFAULT_REGION,
     MAX_JOB_DOCUMENT_CHARS,
@@ -325,10 +326,6 @@ def _retry_criteria(body: Body) -> List[RetryCriterion]:
 
 
 # --------------------------------------------------------------------------- response shapes
-
-
-def _without_none(values: Mapping[str, Any]) -> Dict[str, Any]:
-    return {key: value for key, value in values.items() if value is not None}
 
 
 _PROCESS_COUNT_KEYS = {

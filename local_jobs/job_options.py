@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from local_jobs.model import (
     THING_NAME_PATTERN,
@@ -266,7 +266,7 @@ def create_job_options(body: Body, registry: Optional[Registry]) -> Dict[str, An
 # --------------------------------------------------------------------------- shapes
 
 
-def _without_none(values: Dict[str, Any]) -> Dict[str, Any]:
+def _without_none(values: Mapping[str, Any]) -> Dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
