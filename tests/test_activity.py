@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.activity import STATUS_FILE, StatusReporter, status_line
+from agent.activity import STATUS_FILE, WRITE_INTERVAL_SECONDS, StatusReporter, status_line
 from agent.errors import SettingsError
 from agent.journal import JobRecord, Journal, JournalState, Phase
 from agent.status import format_status, lock_holder, read_status
@@ -167,6 +167,33 @@ def test_the_file_is_written_by_the_reporters_own_thread_and_ends_at_the_latest_
     assert saved["job"] is None
     assert saved["recent"][0]["jobId"] == "job-49"
     assert sorted(p.name for p in tmp_path.iterdir()) == [STATUS_FILE]
+
+
+def test_a_burst_of_changes_is_written_a_few_times_not_once_per_change(
+    reporter, tmp_path, monkeypatch
+):
+    writes = []
+    write = reporter._write
+    monkeypatch.setattr(reporter, "_write", lambda data: (writes.append(data), write(data)))
+    reporter.connected()
+    time.sleep(0.05)  # the first write, at once
+    started = time.monotonic()
+    for number in range(200):
+        reporter.job_started(f"job-{number}", 1)
+        reporter.job_finished(f"job-{number}", "SUCCEEDED")
+        time.sleep(0.001)
+    elapsed = time.monotonic() - started
+    assert len(writes) <= 2 + elapsed / WRITE_INTERVAL_SECONDS  # 400 changes
+    assert reporter.flush(timeout=WRITE_INTERVAL_SECONDS / 2)  # flush does not wait it out
+    assert on_disk(tmp_path)["recent"][0]["jobId"] == "job-199"
+
+
+def test_a_change_after_a_quiet_spell_is_written_within_the_interval(reporter, tmp_path):
+    reporter.connected()
+    reporter.flush()
+    reporter.job_started("job-1", 1)
+    time.sleep(WRITE_INTERVAL_SECONDS + 0.3)
+    assert on_disk(tmp_path)["job"]["jobId"] == "job-1"
 
 
 @pytest.mark.parametrize(
