@@ -5,11 +5,15 @@ atomically: the new text is written to a temporary file, flushed to disk (fsync)
 the old file, and the directory is flushed so the rename itself survives a power cut.
 ``journal.log`` holds the changes made since that snapshot, one line each, appended and made
 durable with one ``fdatasync`` (a third of the cost of a snapshot, and what a job's two
-journal writes pay). Each line carries a CRC-32 of its record and the snapshot's generation:
-a line cut by a power cut (or whose tail never reached the disk) is the last one and is
-ignored, because its write never returned, so nothing acted on it; lines of an older
-generation (a log whose removal after a new snapshot was cut short) are skipped. The first
-save of a journal, and every ``MAX_LOG_RECORDS``-th, writes a new snapshot and starts a new log.
+journal writes pay). A new log's space is reserved at once (``LOG_RESERVED_BYTES``, which
+holds about ``MAX_LOG_RECORDS`` lines), so that a line written into it does not change the
+file's size and its ``fdatasync`` has no file system metadata to commit; the reserved space
+reads as NUL bytes, which the reader skips. Each line carries a CRC-32 of its record and the
+snapshot's generation: a line cut by a power cut (or whose tail never reached the disk) is
+the last one and is ignored, because its write never returned, so nothing acted on it; lines
+of an older generation (a log whose removal after a new snapshot was cut short) are skipped.
+The first save of a journal, and every ``MAX_LOG_RECORDS``-th, writes a new snapshot and
+starts a new log.
 
 Should the journal still be unreadable (a disk that lies about fsync, a hand edit, a damaged
 line with valid ones after it), ``Journal.load`` logs why, keeps the bad files aside for
@@ -34,6 +38,7 @@ FORMAT_VERSION = 1
 FINAL_STATUSES = ("SUCCEEDED", "FAILED", "REJECTED")
 MAX_FINISHED = 200
 MAX_LOG_RECORDS = 500  # then the next save writes a new snapshot and starts a new log
+LOG_RESERVED_BYTES = 128 * 1024  # a log line is about 200 bytes
 
 
 class Phase(str, enum.Enum):
@@ -219,7 +224,9 @@ def _apply_log_line(line: bytes, generation: int, state: JournalState) -> Journa
 def _replay(data: bytes, generation: int, state: JournalState) -> JournalState:
     """Apply the log's lines. A damaged line with no valid line after it is a write cut by a
     power cut (ignored); a damaged line followed by a valid one raises ValueError."""
-    lines = data.splitlines(keepends=True)
+    # The log's reserved space after the last line reads as NULs (so does a torn line's part
+    # that never reached the disk): not lines.
+    lines = data.rstrip(b"\0").splitlines(keepends=True)
     for index, line in enumerate(lines):
         problem = _problem_applying(line, generation, state)
         if isinstance(problem, JournalState):
@@ -260,6 +267,7 @@ class Journal:
         self._generation = 0
         self._saved: Optional[JournalState] = None  # what the files hold; None: snapshot next
         self._log_records = 0
+        self._log_end = 0  # where the log's next line goes
 
     def load(self) -> JournalState:
         """The saved state; an empty one when there is none or it cannot be read.
@@ -332,16 +340,20 @@ class Journal:
             self._snapshot(state)
             return
         line = _log_line(self._generation, self._saved, state)
-        created = not self._log_records
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        created = not self._log_records  # the snapshot before removed the old log
+        flags = os.O_WRONLY | (os.O_CREAT | os.O_TRUNC if created else 0)
         fd = os.open(self.log_path, flags, 0o600)
         try:
-            _write_all(fd, line)
+            if created:
+                self._log_end = 0
+                _reserve(fd, LOG_RESERVED_BYTES)
+            _write_all(fd, line, self._log_end)
             os.fdatasync(fd)
         finally:
             os.close(fd)
         if created:  # the new log's name must survive a power cut too
             self._sync_directory()
+        self._log_end += len(line)
         self._log_records += 1
         self._saved = state
 
@@ -378,7 +390,17 @@ class Journal:
             os.close(directory_fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _reserve(fd: int, size: int) -> None:
+    """Allocate ``size`` bytes of the empty file ``fd`` (they read as NULs), if the file system
+    can: without it the log still works, each line's fdatasync just commits the new size."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except (OSError, AttributeError) as error:  # AttributeError: no posix_fallocate (macOS)
+        log.debug("cannot reserve space for the journal log: %s", error)
+
+
+def _write_all(fd: int, data: bytes, offset: int = 0) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written

@@ -8,6 +8,7 @@ import zlib
 import pytest
 
 from agent.journal import (
+    LOG_RESERVED_BYTES,
     MAX_FINISHED,
     JobRecord,
     Journal,
@@ -157,10 +158,36 @@ def _saves(journal, states):
         journal.save(state)
 
 
+def _log_lines(journal) -> bytes:
+    """The log's lines, without the reserved space after them (NULs)."""
+    return journal.log_path.read_bytes().rstrip(b"\0")
+
+
+def test_a_new_log_reserves_its_space_and_lines_fill_it_in_place(journal):
+    journal.load()
+    journal.save(JournalState(current=RUNNING))
+    assert not journal.log_path.exists()  # the first save is a snapshot
+    journal.save(JournalState(current=FINAL))
+    assert journal.log_path.stat().st_size == LOG_RESERVED_BYTES
+    first = _log_lines(journal)
+    journal.save(DONE_1)
+    assert journal.log_path.stat().st_size == LOG_RESERVED_BYTES
+    assert _log_lines(journal).startswith(first) and _log_lines(journal).count(b"\n") == 2
+    assert Journal(journal.directory).load() == DONE_1
+
+
+def test_lines_beyond_the_reserved_space_grow_the_log(journal, monkeypatch):
+    monkeypatch.setattr("agent.journal.LOG_RESERVED_BYTES", 100)
+    journal.load()
+    _saves(journal, [JournalState(current=RUNNING), JournalState(current=FINAL), DONE_1])
+    assert journal.log_path.stat().st_size > 100
+    assert Journal(journal.directory).load() == DONE_1
+
+
 def test_every_save_after_the_first_appends_one_line_to_the_log(journal):
     journal.load()
     _saves(journal, [JournalState(current=RUNNING), JournalState(current=FINAL), DONE_1])
-    assert journal.log_path.read_bytes().count(b"\n") == 2
+    assert _log_lines(journal).count(b"\n") == 2
     assert Journal(journal.directory).load() == DONE_1
 
 
@@ -183,20 +210,38 @@ def test_the_log_starts_anew_after_max_records(journal, monkeypatch):
     states = [JournalState(current=JobRecord("j", n, 1, Phase.RUNNING, 1)) for n in range(6)]
     _saves(journal, states)
     # snapshot, 3 lines, snapshot, 1 line
-    assert journal.log_path.read_bytes().count(b"\n") == 1
+    assert _log_lines(journal).count(b"\n") == 1
     assert Journal(journal.directory).load() == states[-1]
 
 
-def test_a_log_line_cut_at_any_byte_leaves_the_state_before_it(journal):
+@pytest.mark.parametrize("reserved", [b"", b"\0" * 4096], ids=["appended", "in_reserved_space"])
+def test_a_log_line_cut_at_any_byte_leaves_the_state_before_it(journal, reserved):
     journal.load()
     _saves(journal, [JournalState(current=RUNNING), JournalState(current=FINAL)])
-    whole = journal.log_path.read_bytes()
+    whole = _log_lines(journal)
     journal.save(DONE_1)
-    last_line = journal.log_path.read_bytes()[len(whole):]
+    last_line = _log_lines(journal)[len(whole):]
+    assert last_line.endswith(b"\n")
     for cut in range(len(last_line)):
-        journal.log_path.write_bytes(whole + last_line[:cut])
+        journal.log_path.write_bytes(whole + last_line[:cut] + reserved)
         again = Journal(journal.directory)
         assert again.load() == JournalState(current=FINAL), cut
+        assert again.trusted
+
+
+def test_a_log_line_whose_first_part_never_reached_the_disk_is_ignored(journal):
+    # A torn write the other way round: the line's first bytes still read as the reserved
+    # space's NULs, its last ones were written.
+    journal.load()
+    _saves(journal, [JournalState(current=RUNNING), JournalState(current=FINAL)])
+    whole = _log_lines(journal)
+    journal.save(DONE_1)
+    last_line = _log_lines(journal)[len(whole):]
+    for lost in range(1, len(last_line)):
+        torn = b"\0" * lost + last_line[lost:]
+        journal.log_path.write_bytes(whole + torn + b"\0" * 4096)
+        again = Journal(journal.directory)
+        assert again.load() == JournalState(current=FINAL), lost
         assert again.trusted
 
 
@@ -204,15 +249,14 @@ def test_a_log_line_cut_at_any_byte_leaves_the_state_before_it(journal):
 def test_a_log_tail_that_never_reached_the_disk_is_ignored(journal, tail):
     journal.load()
     _saves(journal, [JournalState(current=RUNNING), JournalState(current=FINAL)])
-    with open(journal.log_path, "ab") as stream:
-        stream.write(tail)
+    journal.log_path.write_bytes(_log_lines(journal) + tail)
     assert Journal(journal.directory).load() == JournalState(current=FINAL)
 
 
 def test_a_damaged_log_line_with_valid_lines_after_it_is_not_believed(journal, caplog):
     journal.load()
     _saves(journal, [JournalState(current=RUNNING), JournalState(current=FINAL), DONE_1])
-    lines = journal.log_path.read_bytes().splitlines(keepends=True)
+    lines = _log_lines(journal).splitlines(keepends=True)
     damaged = lines[0].replace(b"FINAL", b"FINAK")
     assert damaged != lines[0]
     journal.log_path.write_bytes(damaged + b"".join(lines[1:]))
