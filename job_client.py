@@ -15,11 +15,16 @@ while a long job runs. Both block on queues; timers are queue timeouts.
 Protocol (../shared/jobs-api.md). Work is claimed with start-next at start, on every
 reconnect, whenever ``notify``/``notify-next`` hints that work may be waiting while we are idle,
 after every finished job, and every ``poll_interval_seconds`` while idle as a safety net.
-Exactly one request is in flight at a time, each with a fresh ``clientToken``; a reply to any
-other token, for another job or on another thing's topic is ignored. Updates are QoS 1 with
-``expectedVersion`` from the last accepted state; ``VersionMismatch`` is recovered from the
-``executionState`` the service returns; ``RequestThrottled``, ``InternalError`` and silence
-are retried with capped exponential backoff. An update rejected with
+One request is in flight at a time, each with a fresh ``clientToken``, with one exception: the
+start-next for the next job is sent right behind a final update, so that the service answers
+both in one round trip (``_claim_ahead``). It counts only once the final status is settled
+(accepted, or the execution found ended); if the final update's reply is lost or refused, or
+start-next is answered first, its answer is dropped and start-next is sent again after the
+job. A reply to any other token, for another job or on another thing's topic is ignored.
+Updates are QoS 1 with ``expectedVersion`` from the last accepted state; ``VersionMismatch``
+is recovered from the ``executionState`` the service returns; ``RequestThrottled``,
+``InternalError`` and silence are retried with capped exponential backoff. An update
+rejected with
 ``InvalidStateTransition``, ``TerminalStateReached`` or ``ResourceNotFound`` means the service
 ended the execution (canceled, timed out, deleted): the client stops reporting for it, tells
 the handler through ``JobContext.should_stop()`` and moves on once the handler returns.
@@ -196,6 +201,7 @@ class JobClient(ServiceReplies):
         self._worker_busy = False
         self._worker_job_id = ""
         self._inflight: Optional[Request] = None
+        self._claim_ahead: Optional[Request] = None  # start-next sent behind a final update
         self._claim_wanted = True
         self._failures = 0
         self._retry_at = 0.0
@@ -469,6 +475,7 @@ class JobClient(ServiceReplies):
         if self._inflight is not None:
             # Its reply may have been lost with the connection: send again, fresh token.
             self._inflight = None
+        self._claim_ahead = None
         job = self._job
         if job is None:
             self._claim_wanted = True
@@ -515,9 +522,12 @@ class JobClient(ServiceReplies):
                 what = f"job {request.job.job_id}: {what} {request.status.value}"  # type: ignore
             log.warning("%s: no reply within %.0f s; will retry", what, self._request_timeout)
             self._inflight = None
+            self._claim_ahead = None  # it rode with this request: claim again after the job
             self._back_off(now)
             if request.job is not None and request.status is Status.IN_PROGRESS:
                 request.job.check_wanted = True
+            if request.kind is RequestKind.CLAIM and self._mode is not Mode.STOPPING:
+                self._claim_wanted = True
         job = self._job
         if self._mode is Mode.STOPPING and now >= self._stop_deadline and job is not None:
             if job.phase is JobPhase.RUNNING and self._worker_busy:
@@ -544,7 +554,9 @@ class JobClient(ServiceReplies):
             return
         if what is Send.FINAL:
             assert job.final is not None
-            self._send_update(job, job.final.status, self._final_details(job))
+            sent = self._send_update(job, job.final.status, self._final_details(job))
+            if sent and self._mode is not Mode.STOPPING and self._claim_ahead is None:
+                self._send_claim(ahead=True)
             return
         context = job.context
         latest = context._latest_details() if context is not None else None
@@ -563,7 +575,9 @@ class JobClient(ServiceReplies):
     def _new_request(self, kind: RequestKind, **kwargs: Any) -> Request:
         return Request(kind, uuid.uuid4().hex, time.monotonic() + self._request_timeout, **kwargs)
 
-    def _send_claim(self) -> None:
+    def _send_claim(self, ahead: bool = False) -> None:
+        """Send start-next; ``ahead``: right behind the final update in flight (the
+        ``_claim_ahead``, see the module docstring)."""
         request = self._new_request(RequestKind.CLAIM)
         payload = {
             "clientToken": request.token,
@@ -571,8 +585,11 @@ class JobClient(ServiceReplies):
             "statusDetails": {RUN_ID_KEY: self._run_id},
         }
         if self._publish(self._prefix + "start-next", payload):
-            log.debug("start-next sent (token %s)", request.token)
-            self._inflight = request
+            log.debug("start-next sent%s (token %s)", " ahead" if ahead else "", request.token)
+            if ahead:
+                self._claim_ahead = request
+            else:
+                self._inflight = request
             self._claim_wanted = False
             self._next_poll_at = time.monotonic() + self._poll_interval
             if not self.ready.is_set():
@@ -826,7 +843,10 @@ class JobClient(ServiceReplies):
         """
         self._ledger.finish(job.job_id, job.execution_number)
         self._job = None
-        if self._mode is not Mode.STOPPING:
+        if self._claim_ahead is not None and self._inflight is None:
+            # The start-next sent behind the final update now counts: await its reply.
+            self._inflight, self._claim_ahead = self._claim_ahead, None
+        elif self._mode is not Mode.STOPPING:
             self._claim_wanted = True
 
     def _job_gone(self, job: Execution, why: str) -> None:

@@ -21,7 +21,6 @@ from agent.jobs_state import (
     Mode,
     Request,
     RequestKind,
-    list_or_empty,
     text_or_none,
 )
 from agent.recovery import Claim, Ledger, decide
@@ -40,6 +39,7 @@ class ServiceReplies:
     thing_name: str
     _prefix: str
     _inflight: Optional[Request]
+    _claim_ahead: Optional[Request]
     _job: Optional[Execution]
     _claim_wanted: bool
     _failures: int
@@ -55,8 +55,6 @@ class ServiceReplies:
         suffix = topic[len(self._prefix) :]
         if suffix == "notify-next":
             self._on_notify_next(payload)
-        elif suffix == "notify":
-            self._on_notify(payload)
         elif suffix in ("start-next/accepted", "start-next/rejected"):
             request = self._take_reply(RequestKind.CLAIM, payload, None)
             if request is None:
@@ -75,6 +73,11 @@ class ServiceReplies:
                     self._on_update_accepted(request, payload)
                 else:
                     self._on_update_rejected(request, payload)
+                if self._claim_ahead is not None:
+                    # The final status is not settled (a resend follows): the answer to the
+                    # start-next sent behind it would be stale; claim again after the job.
+                    log.debug("job %s: dropping the start-next sent ahead", request.job.job_id)
+                    self._claim_ahead = None
             else:
                 log.debug("ignoring a message on %s", topic)
 
@@ -84,6 +87,13 @@ class ServiceReplies:
         """The in-flight request this reply answers, now no longer in flight; else None."""
         request = self._inflight
         token = payload.get("clientToken")
+        ahead = self._claim_ahead
+        if ahead is not None and kind is RequestKind.CLAIM and token == ahead.token:
+            # Answered before the final update it rode with: its answer may predate that
+            # update (it may even hand back the same job), so claim again after the job.
+            log.debug("start-next answered before the final update; claiming again after it")
+            self._claim_ahead = None
+            return None
         if request is None or request.kind is not kind or token != request.token:
             log.debug("ignoring a %s reply with token %r: not awaited", kind.value, token)
             return None
@@ -104,21 +114,6 @@ class ServiceReplies:
         elif next_id != job.job_id and job.phase is JobPhase.RUNNING:
             # The head of the queue is no longer our job: it may have been canceled.
             job.check_wanted = True
-
-    def _on_notify(self, payload: Dict[str, Any]) -> None:
-        jobs = payload.get("jobs")
-        if not isinstance(jobs, dict):
-            return
-        in_progress = list_or_empty(jobs.get("IN_PROGRESS"))
-        queued = list_or_empty(jobs.get("QUEUED"))
-        job = self._job
-        if job is None:
-            if in_progress or queued:
-                self._claim_wanted = True
-        elif job.phase is JobPhase.RUNNING:
-            ids = {item.get("jobId") for item in in_progress if isinstance(item, dict)}
-            if job.job_id not in ids:
-                job.check_wanted = True
 
     def _on_claim_rejected(self, payload: Dict[str, Any]) -> None:
         code, message = text_or_none(payload.get("code")), text_or_none(payload.get("message"))

@@ -17,7 +17,6 @@ from agent.job import JobContext, Outcome, Status
 
 SUBSCRIPTIONS = (
     "notify-next",
-    "notify",
     "start-next/accepted",
     "start-next/rejected",
     "+/update/accepted",
@@ -34,11 +33,6 @@ SERVICE_TERMINAL_STATUSES = frozenset(
 def text_or_none(value: Any) -> Optional[str]:
     """``value`` when it is a string (service messages are untrusted), else None."""
     return value if isinstance(value, str) else None
-
-
-def list_or_empty(value: Any) -> list:
-    """``value`` when it is a list, else an empty one."""
-    return value if isinstance(value, list) else []
 
 
 class JobPhase(enum.Enum):
@@ -101,7 +95,7 @@ class RequestKind(enum.Enum):
 
 @dataclass
 class Request:
-    """The one request in flight, awaiting the reply with its token."""
+    """A request in flight, awaiting the reply with its token."""
 
     kind: RequestKind
     token: str

@@ -33,9 +33,6 @@ GARBAGE = [
     ("notify-next", json.dumps({"execution": "not an object"}).encode()),
     ("notify-next", json.dumps({"execution": {"jobId": 5, "executionNumber": "x"}}).encode()),
     ("notify-next", json.dumps({"execution": {**EXECUTION, "jobDocument": "x" * 40000}}).encode()),
-    ("notify", json.dumps({"jobs": []}).encode()),
-    ("notify", json.dumps({"jobs": {"QUEUED": "not a list", "IN_PROGRESS": {"a": 1}}}).encode()),
-    ("notify", json.dumps({"jobs": {"QUEUED": [1, None, "x", {"jobId": []}]}}).encode()),
     ("start-next/accepted", json.dumps({"execution": {**EXECUTION, "jobDocument": {}}}).encode()),
     ("start-next/accepted", json.dumps({"clientToken": "forged", "execution": []}).encode()),
     ("start-next/accepted", json.dumps({"clientToken": None, "execution": None}).encode()),
@@ -71,7 +68,6 @@ def garbage_for(job_id: str):
                         "executionState": {"versionNumber": 1}}).encode(),
         ),
         ("notify-next", json.dumps({"execution": {**EXECUTION, "jobId": job_id}}).encode()),
-        ("notify", json.dumps({"jobs": {"QUEUED": [{"jobId": job_id}]}}).encode()),
     ]  # fmt: skip
 
 
@@ -110,20 +106,6 @@ def test_garbage_while_idle_and_while_a_job_runs_is_ignored(
     assert recorder.runs("real-1") == 1 and recorder.runs("real-2") == 1
     assert recorder.runs("ghost-1") == 0
     assert "not JSON" in caplog.text
-
-
-def test_a_notify_with_a_number_for_a_list_while_busy_is_ignored(stack, agents, service_identity):
-    recorder = Recorder()
-    agent = InProcessAgent(stack).add("BLOCK", recorder.blocking).add("QUICK", recorder.quick)
-    agents.append(agent)
-    agent.start()
-    create_job(stack, "busy-1", {"jobType": "BLOCK"})
-    wait_status(stack, "busy-1", ["IN_PROGRESS"])
-    service_identity.publish("notify", {"jobs": {"IN_PROGRESS": 5, "QUEUED": 7}})
-    time.sleep(0.3)
-    recorder.release.set()
-    create_job(stack, "busy-2", {"jobType": "QUICK"})
-    wait_all_terminal(stack, {"busy-1": "SUCCEEDED", "busy-2": "SUCCEEDED"}, timeout=4)
 
 
 def test_a_deeply_nested_message_is_ignored(stack, agents, service_identity):
