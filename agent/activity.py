@@ -19,8 +19,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 log = logging.getLogger(__name__)
 
 # The status file is written at most this often (seconds), so draining a queue writes it a
-# few times a second instead of twice per job; flush() and stopped() write at once.
+# few times a second instead of twice per job; flush(), stopped() and a change of these keys
+# (connecting, connected, offline, stopping) write at once.
 WRITE_INTERVAL_SECONDS = 0.25
+URGENT_KEYS = ("state", "connection", "stopping")
 
 
 class Activity:
@@ -104,10 +106,10 @@ class StatusReporter(Activity):
 
     The methods change the state and send ``STATUS=`` at once; the file is written by the
     reporter's own thread ("status-file"), which writes the latest state and skips the ones
-    it never got to, at most every ``WRITE_INTERVAL_SECONDS``. A replace costs 1-2 ms on
-    ext4 (a rename over a file flushes its data), twice per job: on the protocol thread it
-    delayed every job's next request. ``flush()`` writes the latest state at once and waits
-    until the file holds it; ``stopped()`` flushes.
+    it never got to, at most every ``WRITE_INTERVAL_SECONDS`` (a change of ``URGENT_KEYS`` at
+    once). A replace costs 1-2 ms on ext4 (a rename over a file flushes its data), twice per
+    job: on the protocol thread it delayed every job's next request. ``flush()`` writes the
+    latest state at once and waits until the file holds it; ``stopped()`` flushes.
     """
 
     def __init__(
@@ -295,6 +297,8 @@ class StatusReporter(Activity):
                 return  # the same phase reported again: nothing to write or send
             self._status["updated"] = now
             self._version += 1
+            if any(before[key] != self._status[key] for key in URGENT_KEYS):
+                self._flush_wanted = True  # not a job's churn: written at once
             if self._writer is None:
                 self._writer = threading.Thread(
                     target=self._write_loop, name="status-file", daemon=True

@@ -188,6 +188,18 @@ def test_a_burst_of_changes_is_written_a_few_times_not_once_per_change(
     assert on_disk(tmp_path)["recent"][0]["jobId"] == "job-199"
 
 
+def test_a_connection_change_is_written_at_once_even_during_a_burst(reporter, tmp_path):
+    reporter.connected()
+    reporter.flush()
+    reporter.job_started("job-1", 1)
+    reporter.job_finished("job-1", "SUCCEEDED")
+    reporter.offline()
+    deadline = time.monotonic() + WRITE_INTERVAL_SECONDS / 2
+    while on_disk(tmp_path).get("connection") != "offline":
+        assert time.monotonic() < deadline, on_disk(tmp_path)
+        time.sleep(0.005)
+
+
 def test_a_change_after_a_quiet_spell_is_written_within_the_interval(reporter, tmp_path):
     reporter.connected()
     reporter.flush()
