@@ -84,9 +84,10 @@ class JournalState:
 
     def finish(self, job_id: str, execution_number: int) -> JournalState:
         """A copy with no job in hand and this execution remembered as finished."""
-        finished = tuple(key for key in self.finished if key != (job_id, execution_number))
-        finished = (finished + ((job_id, execution_number),))[-MAX_FINISHED:]
-        return JournalState(current=None, finished=finished)
+        key, finished = (job_id, execution_number), self.finished
+        if key in finished:  # rare: one scan in C first, the rebuild only when needed
+            finished = tuple(other for other in finished if other != key)
+        return JournalState(current=None, finished=(finished + (key,))[-MAX_FINISHED:])
 
 
 def _record_to_json(record: Optional[JobRecord]) -> Optional[Dict[str, Any]]:
