@@ -349,7 +349,6 @@ class JobClient(ServiceReplies):
         if not isinstance(result, Mapping):
             context.log.warning("handler returned %s, not a mapping", type(result).__name__)
             result = {"result": str(result)}
-        context.log.info("handler returned")
         return Outcome(Status.SUCCEEDED, fit_status_details(result))
 
     # protocol thread
@@ -605,13 +604,15 @@ class JobClient(ServiceReplies):
             "status": status.value,
             "expectedVersion": job.version,
             "executionNumber": job.execution_number,
-            "includeJobExecutionState": True,
             "clientToken": request.token,
         }
         if details is not None:
             payload["statusDetails"] = fit_status_details(details)
         if status is Status.IN_PROGRESS:
             payload["stepTimeoutInMinutes"] = self._step_timeout_minutes
+            # The version the next update expects; a final status needs none (a refusal
+            # carries the execution's state whatever this says).
+            payload["includeJobExecutionState"] = True
         if self._publish(f"{self._prefix}{job.job_id}/update", payload):
             log.debug(
                 "job %s: update %s sent (version %d, token %s)",
