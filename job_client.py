@@ -189,8 +189,9 @@ class JobClient(ServiceReplies):
         self.last_online: Optional[float] = None
         self._online = False
         self._offline_since = time.monotonic()
-        self._events: queue.Queue = queue.Queue()
-        self._work: queue.Queue = queue.Queue()
+        # SimpleQueue (C, no Python-level locks): a job passes through each several times.
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
         self._stop_requested = threading.Event()
         self._protocol_thread: Optional[threading.Thread] = None
         self._worker_thread: Optional[threading.Thread] = None
