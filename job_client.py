@@ -13,8 +13,10 @@ all protocol state: it connects, subscribes, claims work, sends updates and read
 while a long job runs. Both block on queues; timers are queue timeouts.
 
 Protocol (../shared/jobs-api.md). Work is claimed with start-next at start, on every
-reconnect, whenever ``notify``/``notify-next`` hints that work may be waiting while we are idle,
-after every finished job, and every ``poll_interval_seconds`` while idle as a safety net.
+reconnect, whenever ``notify-next`` hints that work may be waiting while we are idle, after
+every finished job, and every ``poll_interval_seconds`` while idle as a safety net (``notify``
+is not subscribed: a job queued behind a running one is claimed after it, and a canceled
+job changes the head of the queue, which ``notify-next`` reports).
 One request is in flight at a time, each with a fresh ``clientToken``, with one exception: the
 start-next for the next job is sent right behind a final update, so that the service answers
 both in one round trip (``_claim_ahead``). It counts only once the final status is settled
@@ -24,10 +26,10 @@ job. A reply to any other token, for another job or on another thing's topic is 
 Updates are QoS 1 with ``expectedVersion`` from the last accepted state; ``VersionMismatch``
 is recovered from the ``executionState`` the service returns; ``RequestThrottled``,
 ``InternalError`` and silence are retried with capped exponential backoff. An update
-rejected with
-``InvalidStateTransition``, ``TerminalStateReached`` or ``ResourceNotFound`` means the service
-ended the execution (canceled, timed out, deleted): the client stops reporting for it, tells
-the handler through ``JobContext.should_stop()`` and moves on once the handler returns.
+rejected with ``InvalidStateTransition``, ``TerminalStateReached`` or ``ResourceNotFound``
+means the service ended the execution (canceled, timed out, deleted): the client stops
+reporting for it, tells the handler through ``JobContext.should_stop()`` and moves on once
+the handler returns.
 
 Statuses. IN_PROGRESS with the handler's progress (throttled) and ``stepTimeoutInMinutes``
 heartbeats; SUCCEEDED only when the handler returned; FAILED with a ``reason`` when it raised;
